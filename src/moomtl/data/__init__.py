@@ -1,0 +1,1 @@
+"""moomtl.data"""

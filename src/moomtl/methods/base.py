@@ -1,0 +1,151 @@
+"""The one interface through which every MOO/MTL method plugs into the trainer, and the registry.
+
+A method is an ``nn.Module`` (so its state — log-variances, duals, multipliers — is saved in
+checkpoints) and a :class:`~moomtl.train.callbacks.Callback` (so it can act between steps). Per step
+the trainer zeroes the gradients, computes the per-task losses and calls::
+
+    info = method.backward(losses, ctx)   # populate .grad of the model's parameters
+
+then ``optimizer.step()``. ``ctx`` (:class:`~moomtl.train.context.StepContext`) lazily provides the
+per-task Jacobian/Gramian w.r.t. shared parameters or the shared representation. The returned dict of
+floats (e.g. task weights) is logged. The trainer knows no method by name: methods are looked up in a
+registry filled by the :func:`register` decorator, and every module of ``moomtl.methods`` is imported
+on first lookup, so adding a method is adding a file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, TypeVar
+
+import torch
+from torch import Tensor, nn
+
+from moomtl.train.callbacks import Callback
+from moomtl.train.context import StepContext
+
+
+class Method(nn.Module, Callback):
+    """Base class of all methods. Subclasses implement :meth:`backward`."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.task_names: tuple[str, ...] = ()
+
+    def setup(self, task_names: Sequence[str], model: nn.Module) -> None:
+        """Called once before training (and before a checkpoint is restored). Create state sized
+        by the number of tasks here. Override and call ``super().setup(...)``."""
+        self.task_names = tuple(task_names)
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.task_names)
+
+    def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, float]:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        params = inspect.signature(type(self).__init__).parameters
+        parts = [f"{k}={getattr(self, k)!r}" for k in params if k != "self" and hasattr(self, k)]
+        return ", ".join(parts)
+
+
+class Weighting(Method):
+    """A method that reduces to one backward pass of a weighted sum of losses, Σ_t w_t L_t.
+    Subclasses implement :meth:`weights` (``losses`` detached, shape ``[T]``)."""
+
+    def weights(self, losses: Tensor, ctx: StepContext) -> Tensor:
+        raise NotImplementedError
+
+    def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, float]:
+        w = self.weights(ctx.loss_vector.detach(), ctx)
+        ctx.backward_weighted(w)
+        return weights_info(self.task_names or ctx.task_names, w)
+
+
+def weights_info(task_names: Sequence[str], w: Tensor) -> dict[str, float]:
+    return {f"weight/{t}": float(v) for t, v in zip(task_names, w.detach().cpu().tolist(), strict=True)}
+
+
+def as_weight_vector(weights: Sequence[float] | Tensor, n_tasks: int | None = None) -> Tensor:
+    """Validate a user weight vector: finite, non-negative, not all zero, right length."""
+    w = torch.as_tensor(weights, dtype=torch.float64).reshape(-1)
+    if n_tasks is not None and w.numel() != n_tasks:
+        raise ValueError(f"expected {n_tasks} weights (one per task), got {w.numel()}")
+    if not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"weights must be finite, non-negative and not all zero, got {w.tolist()}")
+    return w
+
+
+# --- registry -----------------------------------------------------------------------------------
+_REGISTRY: dict[str, type[Method]] = {}
+M = TypeVar("M", bound=type[Method])
+
+
+def register(name: str, description: str) -> Callable[[M], M]:
+    """Class decorator: make a method constructible by ``name`` from configs and the CLI."""
+
+    def deco(cls: M) -> M:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"method name {name!r} registered twice")
+        cls.name = name
+        cls.description = description
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def _import_all_methods() -> None:
+    import moomtl.methods as pkg
+
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"moomtl.methods.{info.name}")
+
+
+def available_methods() -> dict[str, type[Method]]:
+    """``{name: class}`` of every registered method, sorted by name."""
+    _import_all_methods()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def method_hyperparameters(name: str) -> dict[str, Any]:
+    """``{hyper-parameter: default}`` of a method (``inspect.Parameter.empty`` when required)."""
+    cls = get_method_class(name)
+    sig = inspect.signature(cls.__init__)
+    kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return {k: p.default for k, p in sig.parameters.items() if k != "self" and p.kind in kinds}
+
+
+def get_method_class(name: str) -> type[Method]:
+    methods = available_methods()
+    if name not in methods:
+        raise ValueError(f"unknown method {name!r}; choose one of: {', '.join(methods)}")
+    return methods[name]
+
+
+def build_method(name: str, **hparams: Any) -> Method:
+    """Instantiate a registered method, with a clear ``ValueError`` for unknown/missing/bad
+    hyper-parameters (configs are user input)."""
+    cls = get_method_class(name)
+    allowed = method_hyperparameters(name)
+    unknown = sorted(set(hparams) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"method {name!r} has no hyper-parameter {', '.join(map(repr, unknown))}; "
+            f"it accepts: {', '.join(allowed) or '(none)'}"
+        )
+    missing = [k for k, d in allowed.items() if d is inspect.Parameter.empty and k not in hparams]
+    if missing:
+        raise ValueError(f"method {name!r} needs hyper-parameter(s): {', '.join(missing)}")
+    try:
+        return cls(**hparams)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"method {name!r}: {e}") from None

@@ -1,0 +1,76 @@
+"""Linear scalarization and its special cases (uniform weights, single task).
+
+Linear scalarization minimizes
+
+.. math:: \\min_\\theta \\sum_{t=1}^T w_t L_t(\\theta), \\qquad w \\in \\Delta^{T-1}\\ (\\text{or } w \\ge 0),
+
+whose minimizers are Pareto optimal but which reaches only the convex part of a Pareto front.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from moomtl.methods.base import Weighting, as_weight_vector, register
+from moomtl.train.context import StepContext
+
+
+@register("linear", "fixed linear scalarization Σ w_t L_t with user weights")
+class LinearScalarization(Weighting):
+    """Fixed user weights ``w`` (one per task, ≥ 0). ``normalize=True`` rescales them to sum to 1.
+
+    >>> LinearScalarization(weights=[3.0, 1.0], normalize=True).w.tolist()
+    [0.75, 0.25]
+    """
+
+    def __init__(self, weights: Sequence[float], normalize: bool = False) -> None:
+        super().__init__()
+        w = as_weight_vector(weights)
+        self.normalize = normalize
+        self.weights_ = w / w.sum() if normalize else w
+        self.register_buffer("w", self.weights_.clone(), persistent=False)
+
+    @property
+    def weights_list(self) -> list[float]:
+        return self.w.tolist()
+
+    def setup(self, task_names: Sequence[str], model: nn.Module) -> None:
+        super().setup(task_names, model)
+        if self.w.numel() != len(task_names):
+            raise ValueError(f"linear: {self.w.numel()} weights given for {len(task_names)} tasks")
+
+    def weights(self, losses: Tensor, ctx: StepContext) -> Tensor:
+        return self.w.to(losses)
+
+    def extra_repr(self) -> str:
+        return f"weights={self.w.tolist()}, normalize={self.normalize}"
+
+
+@register("uniform", "equal weights 1/T on every task loss")
+class Uniform(Weighting):
+    """``w_t = 1/T`` (the mean of the task losses)."""
+
+    def weights(self, losses: Tensor, ctx: StepContext) -> Tensor:
+        return torch.full_like(losses, 1.0 / losses.numel())
+
+
+@register("single_task", "train on one task only (the others get weight 0)")
+class SingleTask(Weighting):
+    """Weight 1 on ``task`` and 0 elsewhere: the single-task baseline on the shared architecture."""
+
+    def __init__(self, task: str) -> None:
+        super().__init__()
+        self.task = task
+
+    def setup(self, task_names: Sequence[str], model: nn.Module) -> None:
+        super().setup(task_names, model)
+        if self.task not in task_names:
+            raise ValueError(f"single_task: unknown task {self.task!r}; tasks are {list(task_names)}")
+
+    def weights(self, losses: Tensor, ctx: StepContext) -> Tensor:
+        w = torch.zeros_like(losses)
+        w[self.task_names.index(self.task)] = 1.0
+        return w

@@ -1,0 +1,39 @@
+"""Trainer events. Per-method quirks (prox steps, dual updates, archives) attach here, so the training
+loop never names a method."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+from torch.optim import Optimizer
+
+
+@dataclass
+class TrainState:
+    """What a callback may read (and, for ``model``, modify in place) at each event."""
+
+    model: nn.Module
+    optimizer: Optimizer
+    epoch: int = 0  # 0-based index of the current epoch
+    step: int = 0  # global optimizer steps taken so far
+    step_losses: dict[str, float] = field(default_factory=dict)  # losses of the last step (pre-update)
+    epoch_metrics: dict[str, Any] = field(default_factory=dict)  # metrics of the last finished epoch
+    lr: float = 0.0
+
+
+class Callback:
+    """Base class with no-op events. Override what you need."""
+
+    def on_train_begin(self, state: TrainState) -> None:
+        pass
+
+    def on_step_end(self, state: TrainState) -> None:
+        """After ``optimizer.step()`` (e.g. a proximal step, a projection, an archive update)."""
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        """After evaluation of an epoch (e.g. outer multiplier updates)."""
+
+    def on_train_end(self, state: TrainState) -> None:
+        """After the last epoch (e.g. replace parameters by an online-to-batch average)."""
