@@ -33,6 +33,9 @@ class Method(nn.Module, Callback):
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    #: Name of the hyper-parameter holding a preference/weight vector over tasks, for methods a
+    #: preference sweep can drive (``None``: the method has no preference, e.g. MGDA).
+    preference_param: ClassVar[str | None] = None
 
     def __init__(self) -> None:
         super().__init__()

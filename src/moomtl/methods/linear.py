@@ -26,16 +26,13 @@ class LinearScalarization(Weighting):
     [0.75, 0.25]
     """
 
+    preference_param = "weights"
+
     def __init__(self, weights: Sequence[float], normalize: bool = False) -> None:
         super().__init__()
         w = as_weight_vector(weights)
         self.normalize = normalize
-        self.weights_ = w / w.sum() if normalize else w
-        self.register_buffer("w", self.weights_.clone(), persistent=False)
-
-    @property
-    def weights_list(self) -> list[float]:
-        return self.w.tolist()
+        self.register_buffer("w", w / w.sum() if normalize else w, persistent=False)
 
     def setup(self, task_names: Sequence[str], model: nn.Module) -> None:
         super().setup(task_names, model)

@@ -1,0 +1,177 @@
+"""``moomtl`` command line. Thin: parses flags/config, calls library functions, turns user errors
+(bad config, missing data) into one readable line and a non-zero exit code (2 for config errors)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from moomtl.config import ConfigError, ExperimentConfig, load_config
+
+app = typer.Typer(
+    help=(
+        "moomtl: train multi-task models as multi-objective optimization and compare the trade-offs.\n\n"
+        "Start with `moomtl demo` (trains a preference sweep on real offline data and writes a Pareto "
+        "front), list methods with `moomtl methods`, train one model with "
+        "`moomtl train --config cfg.yaml`."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True, soft_wrap=True)  # one message = one line
+T = TypeVar("T")
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file (see README).")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a config key, e.g. --set train.epochs=3 (repeatable)."),
+]
+
+
+def _guard(fn: Callable[[], T]) -> T:
+    """Run ``fn``; user-facing errors become one line on stderr and an exit code."""
+    from moomtl.data.base import DataError
+    from moomtl.train.trainer import TrainingError
+
+    try:
+        return fn()
+    except ConfigError as e:
+        err_console.print(f"[bold red]config error:[/] {e}", highlight=False)
+        raise typer.Exit(2) from None
+    except DataError as e:
+        err_console.print(f"[bold red]data error:[/] {e}", highlight=False)
+        raise typer.Exit(1) from None
+    except TrainingError as e:
+        err_console.print(f"[bold red]training error:[/] {e}", highlight=False)
+        raise typer.Exit(1) from None
+
+
+def _config(config: Path | None, overrides: list[str] | None, **flags: Any) -> ExperimentConfig:
+    extra = [f"{k}={v}" for k, v in flags.items() if v is not None]
+    return load_config(config, [*(overrides or []), *extra])
+
+
+@app.command()
+def train(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    method: Annotated[str | None, typer.Option(help="Method name (see `moomtl methods`).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Number of epochs.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu (default), cuda, cuda:1 or auto.")] = None,
+    out: Annotated[str | None, typer.Option(help="Output folder.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from <out>/checkpoint.pt if present.")] = False,
+) -> None:
+    """Train one model as configured; writes metrics, checkpoint and result.json to the output folder."""
+    from moomtl.experiments.run import run_experiment
+
+    def go() -> None:
+        cfg = _config(config, set_, **{"method.name": method, "train.epochs": epochs,
+                                       "train.device": device, "out": out})
+        summary = run_experiment(cfg, resume=resume)
+        console.print(f"data: {summary['data']}")
+        final = summary["final"]
+        for key in sorted(k for k in final if k.startswith("test/")):
+            console.print(f"{key:24s} {final[key]:.4f}")
+        console.print(f"wrote {cfg.out}/result.json ({summary['wall_seconds']:.1f} s)")
+
+    _guard(go)
+
+
+@app.command()
+def methods() -> None:
+    """List the available methods, their one-line descriptions and hyper-parameters."""
+    import inspect
+
+    from rich.table import Table
+
+    from moomtl.methods.base import available_methods, method_hyperparameters
+
+    table = Table("method", "description", "hyper-parameters (default)")
+    for name, cls in available_methods().items():
+        hp = method_hyperparameters(name)
+        shown = ", ".join(k if d is inspect.Parameter.empty else f"{k}={d!r}" for k, d in hp.items())
+        table.add_row(name, cls.description, shown)
+    console.print(table)
+
+
+@app.command()
+def sweep(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    method: Annotated[str | None, typer.Option(help="Method to sweep (must take a preference).")] = None,
+    preferences: Annotated[int, typer.Option(help="Number of preference vectors (Das-Dennis lattice).")] = 11,
+    workers: Annotated[int, typer.Option(help="Train this many points in parallel processes.")] = 1,
+    single_task: Annotated[bool, typer.Option(help="Also train one single-task baseline per task.")] = False,
+    out: Annotated[str | None, typer.Option(help="Output folder of the sweep.")] = None,
+) -> None:
+    """Train one model per preference vector, then write results.json/.md, the front plot and HV/IGD.
+    Rerunning the same command resumes: finished points are not trained again."""
+    from moomtl.experiments.report import run_preference_sweep
+
+    def go() -> None:
+        cfg = _config(config, set_, out=out)
+        report = run_preference_sweep(
+            cfg, method=method, n_preferences=preferences, workers=workers, single_task=single_task,
+            console=console,
+        )
+        console.print(report.markdown)
+
+    _guard(go)
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Sweep output folders (each with results.json).")],
+    out: Annotated[Path, typer.Option(help="Where to write comparison.md and comparison.png.")] = Path(
+        "runs/compare"
+    ),
+) -> None:
+    """One markdown table and one overlay plot of several sweeps' fronts, with their hypervolumes."""
+    from moomtl.experiments.report import compare_sweeps
+
+    def go() -> None:
+        md = compare_sweeps(runs, out)
+        console.print(md)
+
+    _guard(go)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/demo"),
+    epochs: Annotated[int, typer.Option(help="Epochs per model.")] = 10,
+    preferences: Annotated[int, typer.Option(help="Number of linear-scalarization weight vectors.")] = 7,
+    dataset: Annotated[
+        str, typer.Option(help="auto (MultiFashion if the Debian data is there, else MultiMNIST), "
+                               "multimnist, multifashion")
+    ] = "auto",
+    workers: Annotated[int, typer.Option(help="Parallel training processes.")] = 1,
+) -> None:
+    """The main job: a linear-scalarization preference sweep + single-task baselines on real offline
+    data; writes pareto.png, results.md and results.json."""
+    from moomtl.experiments.demo import run_demo
+
+    def go() -> None:
+        run_demo(out=out, epochs=epochs, n_preferences=preferences, dataset=dataset, workers=workers,
+                 console=console)
+
+    _guard(go)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

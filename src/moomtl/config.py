@@ -1,0 +1,216 @@
+"""One config schema (dataclasses) shared by the CLI and the library.
+
+A YAML file has the sections below; every key is optional. ``--set section.key=value`` overrides
+(values parsed as YAML). Unknown keys, wrong types and bad values raise :class:`ConfigError` with one
+line saying which key and what is expected.
+
+.. code-block:: yaml
+
+    data: {dataset: multimnist, source: auto, n_train: 20000, n_val: 2000, n_test: 5000, seed: 0}
+    model: {name: hps_lenet}
+    method: {name: linear, weights: [0.5, 0.5]}      # every key but `name` is a method hyper-parameter
+    optimizer: {name: SGD, lr: 0.01, momentum: 0.9}  # every key but `name` goes to torch.optim.<name>
+    scheduler: {name: StepLR, step_size: 30, gamma: 0.5}   # optional
+    train: {epochs: 10, batch_size: 256, seed: 0, device: cpu, progress: true}
+    out: runs/example
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration problem; the message is one actionable line."""
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "multimnist"  # multimnist | multifashion | multifashion+mnist | cifar10mnist
+    source: str = "auto"  # gray digits: auto | mnist | mnist5k | fashion
+    root: str | None = None  # folder with the official MNIST files (source=mnist)
+    cifar_root: str | None = None  # folder holding cifar-10-batches-py (dataset=cifar10mnist)
+    n_train: int | None = None
+    n_val: int | None = None
+    n_test: int | None = None
+    seed: int = 0
+    cache_dir: str | None = None
+
+
+@dataclass
+class ModelConfig:
+    name: str = "hps_lenet"
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 256
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool = True
+
+
+@dataclass
+class ExperimentConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: dict[str, Any] = field(default_factory=lambda: {"name": "uniform"})
+    optimizer: dict[str, Any] = field(default_factory=lambda: {"name": "SGD", "lr": 0.01, "momentum": 0.9})
+    scheduler: dict[str, Any] | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+    out: str = "runs/experiment"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def method_name(self) -> str:
+        return str(self.method["name"])
+
+    @property
+    def method_params(self) -> dict[str, Any]:
+        return {k: v for k, v in self.method.items() if k != "name"}
+
+
+def _check_type(key: str, value: Any, tp: Any) -> Any:
+    """Validate ``value`` against a (simple) annotation; ints are accepted for floats."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arg in typing.get_args(tp):
+            if arg is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _check_type(key, value, arg)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _type_name(tp: Any) -> str:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    names = [getattr(a, "__name__", str(a)) for a in args]
+    return " or ".join(names) + (" or null" if len(args) < len(typing.get_args(tp)) else "")
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping of keys, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(
+            f"unknown config key {where}{unknown[0]}; valid keys{' in ' + prefix if prefix else ''}: "
+            f"{', '.join(fields)}"
+        )
+    kwargs: dict[str, Any] = {}
+    for name, value in raw.items():
+        key = f"{prefix}.{name}" if prefix else name
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value, key)
+        else:
+            kwargs[name] = _check_type(key, value, tp)
+    return cls(**kwargs)
+
+
+def parse_config(raw: dict[str, Any] | None) -> ExperimentConfig:
+    """Validate a raw mapping into an :class:`ExperimentConfig` (raises :class:`ConfigError`).
+
+    >>> parse_config({"train": {"epochs": 2}}).train.epochs
+    2
+    >>> parse_config({"train": {"epochs": "two"}})
+    Traceback (most recent call last):
+    ...
+    moomtl.config.ConfigError: train.epochs: expected an integer, got 'two'
+    """
+    cfg = _build(ExperimentConfig, raw or {}, "")
+    for section in ("method", "optimizer"):
+        if "name" not in getattr(cfg, section):
+            raise ConfigError(f"{section}.name is required")
+    if cfg.scheduler is not None and "name" not in cfg.scheduler:
+        raise ConfigError("scheduler.name is required when a scheduler is given")
+    if cfg.train.epochs < 1:
+        raise ConfigError(f"train.epochs must be ≥ 1, got {cfg.train.epochs}")
+    if cfg.train.batch_size < 1:
+        raise ConfigError(f"train.batch_size must be ≥ 1, got {cfg.train.batch_size}")
+    for key in ("n_train", "n_val", "n_test"):
+        v = getattr(cfg.data, key)
+        if v is not None and v < 0:
+            raise ConfigError(f"data.{key} must be ≥ 0, got {v}")
+    return cfg
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` strings (value parsed as YAML) to a raw config mapping."""
+    out = dict(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        path, text = item.split("=", 1)
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"override {item!r}: value is not valid YAML") from None
+        parts = path.strip().split(".")
+        node = out
+        for p in parts[:-1]:
+            child = node.get(p)
+            child = dict(child) if isinstance(child, dict) else {}
+            node[p] = child
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must hold a mapping of sections")
+        raw = loaded or {}
+    return parse_config(apply_overrides(raw, overrides or []))
+
+
+def dump_config(cfg: ExperimentConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

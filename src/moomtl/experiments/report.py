@@ -1,0 +1,181 @@
+"""Turn finished runs into a front: results.json, a markdown table, PNG plots, hypervolume and IGD+.
+
+Objectives are the per-task **test losses** (minimized). Hypervolumes that are compared with each
+other must share one reference point: :func:`compare_sweeps` takes the nadir of the pooled points
+plus 10 % of their range (``moomtl.pareto.reference_point``), and records it next to the numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+
+from moomtl import io as mio
+from moomtl.config import ConfigError, ExperimentConfig
+from moomtl.experiments.sweep import (
+    SweepPoint,
+    preference_points,
+    result_row,
+    run_points,
+    single_task_points,
+)
+
+RESULTS_JSON = "results.json"
+
+
+@dataclass
+class SweepReport:
+    rows: list[dict[str, Any]]
+    task_names: list[str]
+    hypervolume: float
+    reference_point: list[float]
+    markdown: str
+
+
+def objective_matrix(rows: Sequence[dict[str, Any]], task_names: Sequence[str], key: str = "loss") -> np.ndarray:
+    return np.array([[r[f"{t}/{key}"] for t in task_names] for r in rows], dtype=float)
+
+
+def front_markdown(rows: Sequence[dict[str, Any]], task_names: Sequence[str], mask: np.ndarray) -> str:
+    head = ["run", *[f"{t} loss" for t in task_names], *[f"{t} acc %" for t in task_names], "Pareto"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r, nd in zip(rows, mask, strict=True):
+        cells = [r["label"], *[f"{r[f'{t}/loss']:.4f}" for t in task_names],
+                 *[f"{100 * r[f'{t}/acc']:.2f}" for t in task_names], "yes" if nd else ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_front(
+    rows: list[dict[str, Any]], task_names: list[str], out: Path, title: str, extra: dict[str, Any] | None = None
+) -> SweepReport:
+    """Write ``results.json``, ``results.md`` and ``pareto.png`` (2 tasks) or ``parallel.png``
+    (more tasks) for one set of runs; return the report."""
+    from moomtl.pareto import hypervolume, non_dominated, reference_point
+
+    losses = objective_matrix(rows, task_names)
+    mask = non_dominated(losses)
+    ref = reference_point(losses, margin=0.1)
+    hv = float(hypervolume(losses, ref))
+    md = "\n".join([
+        f"## {title}", "",
+        front_markdown(rows, task_names, mask), "",
+        f"Hypervolume of the test-loss front: **{hv:.6g}** (reference point {np.round(ref, 4).tolist()}: "
+        "nadir of these runs + 10 % of their range; objectives = per-task test loss).",
+    ])
+    _plot_front(rows, task_names, mask, out, title)
+    payload = {"title": title, "task_names": task_names, "objective": "test loss", "hypervolume": hv,
+               "reference_point": ref.tolist(), "rows": [{**r, "pareto": bool(m)} for r, m in zip(rows, mask, strict=True)],
+               **(extra or {})}
+    mio.write_json(out / RESULTS_JSON, payload)
+    mio.write_text(out / "results.md", md + "\n")
+    return SweepReport(rows=rows, task_names=task_names, hypervolume=hv, reference_point=ref.tolist(), markdown=md)
+
+
+def _plot_front(rows: list[dict[str, Any]], task_names: list[str], mask: np.ndarray, out: Path, title: str) -> None:
+    from moomtl.pareto.plots import plot_front_2d, plot_parallel_coordinates
+
+    labels = [r["label"] for r in rows]
+    if len(task_names) == 2:
+        plot_front_2d(
+            {"test loss": objective_matrix(rows, task_names, "loss"),
+             "test error": objective_matrix(rows, task_names, "err")},
+            out / "pareto.png", labels=labels, axis_names=task_names, title=title,
+        )
+    else:
+        plot_parallel_coordinates(objective_matrix(rows, task_names), out / "parallel.png",
+                                  labels=labels, axis_names=task_names, highlight=mask)
+
+
+def run_preference_sweep(
+    cfg: ExperimentConfig, method: str | None = None, n_preferences: int = 11, workers: int = 1,
+    single_task: bool = False, console: Console | None = None, title: str | None = None,
+) -> SweepReport:
+    """Train ``n_preferences`` models of ``method`` (default: the config's) on a Das-Dennis lattice
+    of preferences (plus single-task baselines if asked), then write the front report to
+    ``cfg.out``. Finished points are skipped, so rerunning resumes."""
+    from moomtl.experiments.run import build_data
+    from moomtl.pareto import lattice_for
+
+    if n_preferences < 1:
+        raise ConfigError(f"--preferences must be ≥ 1, got {n_preferences}")
+    if workers < 1:
+        raise ConfigError(f"--workers must be ≥ 1, got {workers}")
+    console = console or Console()
+    out = Path(cfg.out)
+    splits = build_data(cfg)  # builds (or reads the cache) once, before any worker starts
+    task_names = list(splits.task_names)
+    console.print(f"data: {splits.description}")
+    prefs = lattice_for(n_preferences, len(task_names))
+    points: list[SweepPoint] = preference_points(cfg, prefs, out, method)
+    if single_task:
+        points += single_task_points(cfg, task_names, out)
+    done = sum(p.done for p in points)
+    if done:
+        console.print(f"resuming: {done} of {len(points)} points already trained")
+
+    def report_point(p: SweepPoint, summary: dict[str, Any]) -> None:
+        f = summary["final"]
+        accs = ", ".join(f"{t} {100 * f[f'test/{t}/acc']:.2f}%" for t in task_names)
+        console.print(f"  {p.label}: test acc {accs} ({summary['wall_seconds']:.1f} s)")
+
+    summaries = run_points(points, workers=workers, on_done=report_point)
+    rows = [result_row(p, s, task_names) for p, s in zip(points, summaries, strict=True)]
+    name = method or cfg.method_name
+    return write_front(rows, task_names, out, title or f"{name} sweep: {splits.description}",
+                       extra={"method": name, "data": splits.description})
+
+
+def compare_sweeps(runs: Sequence[Path], out: Path) -> str:
+    """Overlay the fronts of several sweeps (each folder holds ``results.json``) with hypervolumes on
+    one shared reference point and IGD+ against the pooled non-dominated front."""
+    from moomtl.pareto import hypervolume, igd_plus, non_dominated, reference_point
+    from moomtl.pareto.plots import plot_fronts_overlay
+
+    if not runs:
+        raise ConfigError("give at least one sweep folder to compare")
+    loaded = []
+    for run in runs:
+        path = Path(run) / RESULTS_JSON
+        if not path.is_file():
+            raise ConfigError(f"{path} not found: run `moomtl sweep` with --out {run} first")
+        loaded.append((Path(run).name, json.loads(path.read_text())))
+    tasks = loaded[0][1]["task_names"]
+    for name, res in loaded:
+        if res["task_names"] != tasks:
+            raise ConfigError(f"{name} has tasks {res['task_names']}, expected {tasks}: cannot compare")
+    fronts = {name: objective_matrix(res["rows"], tasks) for name, res in loaded}
+    pooled = np.vstack(list(fronts.values()))
+    ref = reference_point(pooled, margin=0.1)
+    pooled_front = pooled[non_dominated(pooled)]
+    lines = [
+        "| sweep | method | points | Pareto points | hypervolume | IGD+ to pooled front | best "
+        + " | best ".join(f"{t} acc %" for t in tasks) + " |",
+        "|" + "---|" * (6 + len(tasks)),
+    ]
+    hvs = {}
+    for name, res in loaded:
+        pts = fronts[name]
+        hvs[name] = float(hypervolume(pts, ref))
+        best = [100 * max(r[f"{t}/acc"] for r in res["rows"]) for t in tasks]
+        lines.append(
+            f"| {name} | {res.get('method', '?')} | {len(pts)} | {int(non_dominated(pts).sum())} | "
+            f"{hvs[name]:.6g} | {float(igd_plus(pts, pooled_front)):.4g} | "
+            + " | ".join(f"{b:.2f}" for b in best) + " |"
+        )
+    md = "\n".join([
+        "## Front comparison (objectives: per-task test loss)", "", *lines, "",
+        f"Shared reference point {np.round(ref, 4).tolist()} (nadir of all points + 10 % of their range).",
+    ])
+    if len(tasks) == 2:
+        plot_fronts_overlay(fronts, out / "comparison.png", hv=hvs, axis_names=tasks)
+    mio.write_text(out / "comparison.md", md + "\n")
+    mio.write_json(out / "comparison.json", {"reference_point": ref.tolist(), "hypervolume": hvs,
+                                             "runs": [str(r) for r in runs]})
+    return md

@@ -1,0 +1,115 @@
+"""Run one configured experiment: build data, model and method from an :class:`ExperimentConfig`,
+train, and write ``config.yaml``, metrics, checkpoint and ``result.json`` under ``cfg.out``."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from moomtl import io as mio
+from moomtl.config import ConfigError, ExperimentConfig, dump_config
+from moomtl.data.base import DataSplits
+from moomtl.methods.base import Method, build_method
+from moomtl.models.base import count_parameters
+from moomtl.models.registry import build_model
+from moomtl.train.trainer import Trainer, build_optimizer, build_scheduler
+
+RESULT = "result.json"
+
+
+def build_data(cfg: ExperimentConfig) -> DataSplits:
+    d = cfg.data
+    if d.dataset in ("multimnist", "multifashion", "multifashion+mnist"):
+        from moomtl.data.multimnist import build_multitask_digits
+
+        kwargs: dict[str, Any] = {k: v for k, v in (("n_train", d.n_train), ("n_val", d.n_val), ("n_test", d.n_test))
+                                  if v is not None}
+        return build_multitask_digits(
+            kind=d.dataset, source=d.source, root=d.root, seed=d.seed, cache_dir=d.cache_dir, **kwargs
+        )
+    if d.dataset == "cifar10mnist":
+        from moomtl.data.cifar10mnist import build_cifar10mnist_from_roots
+
+        return build_cifar10mnist_from_roots(
+            cifar_root=d.cifar_root, mnist_source=d.source, mnist_root=d.root, seed=d.seed,
+            n_train=d.n_train, n_val=d.n_val, n_test=d.n_test, cache_dir=d.cache_dir,
+        )
+    raise ConfigError(
+        f"data.dataset: unknown data set {d.dataset!r}; choose multimnist, multifashion, "
+        "multifashion+mnist or cifar10mnist"
+    )
+
+
+def build_method_from(cfg: ExperimentConfig) -> Method:
+    try:
+        return build_method(cfg.method_name, **cfg.method_params)
+    except ValueError as e:
+        raise ConfigError(f"method: {e}") from None
+
+
+def make_trainer(cfg: ExperimentConfig, model: Any, method: Method, out_dir: Path, **extra: Any) -> Trainer:
+    opt = dict(cfg.optimizer)
+    sched = dict(cfg.scheduler) if cfg.scheduler else None
+    try:
+        return Trainer(
+            model, method, optimizer=opt.pop("name"), optimizer_kwargs=opt,
+            scheduler=sched.pop("name") if sched else None, scheduler_kwargs=sched,
+            epochs=cfg.train.epochs, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
+            device=cfg.train.device, out_dir=out_dir, progress=cfg.train.progress, **extra,
+        )
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def validate_optimization(cfg: ExperimentConfig) -> None:
+    """Fail on bad optimizer/scheduler settings before any data work (they are user input)."""
+    opt = dict(cfg.optimizer)
+    sched = dict(cfg.scheduler) if cfg.scheduler else {}
+    try:
+        optimizer = build_optimizer(opt.pop("name"), [torch.nn.Parameter(torch.zeros(1))], opt)
+        build_scheduler(sched.pop("name", None), optimizer, sched)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def run_experiment(cfg: ExperimentConfig, resume: bool = False, splits: DataSplits | None = None) -> dict[str, Any]:
+    """Train one model as configured; return (and write to ``<out>/result.json``) a summary with the
+    final test/val metrics. ``splits`` lets callers reuse data already built."""
+    out = Path(cfg.out)
+    method = build_method_from(cfg)  # validate the method and optimizer before any data work
+    validate_optimization(cfg)
+    splits = splits if splits is not None else build_data(cfg)
+    torch.manual_seed(cfg.train.seed)  # model init depends on the run seed only
+    try:
+        model = build_model(cfg.model.name, splits.task_names, splits.n_classes())
+    except ValueError as e:
+        raise ConfigError(f"model: {e}") from None
+    trainer = make_trainer(cfg, model, method, out)
+    try:
+        method.setup(splits.task_names, model)  # e.g. weights of the wrong length
+    except ValueError as e:
+        raise ConfigError(f"method: {e}") from None
+    out.mkdir(parents=True, exist_ok=True)
+    mio.write_text(out / "config.yaml", dump_config(cfg))
+    t0 = time.perf_counter()
+    result = trainer.fit(splits, resume=resume)
+    final_path = out / "final_metrics.json"
+    final = json.loads(final_path.read_text())
+    summary = {
+        "method": cfg.method_name,
+        "method_params": cfg.method_params,
+        "method_repr": repr(method),
+        "model": cfg.model.name,
+        "parameters": count_parameters(model),
+        "data": splits.description,
+        "epochs": cfg.train.epochs,
+        "wall_seconds": time.perf_counter() - t0,
+        "final": final,
+        "history_last": result.final,
+    }
+    mio.write_json(out / RESULT, summary)
+    return summary

@@ -1,0 +1,356 @@
+"""A method-agnostic multi-task trainer.
+
+Per batch: ``zero_grad`` → ``z = model.encode(x)``, ``out = model.decode(z, x)`` → per-task losses →
+``method.backward(losses, ctx)`` fills the gradients → ``optimizer.step()`` → ``on_step_end`` events.
+Per epoch: LR schedule step, evaluation on val and test (per-task loss and accuracy), metrics log
+(CSV + JSON) and an atomic checkpoint from which ``resume=True`` continues bit-for-bit on the same
+device.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from moomtl import io as mio
+from moomtl.data.base import DataSplits, MultiTaskTensors
+from moomtl.methods.base import Method
+from moomtl.models.base import MultiTaskModel
+from moomtl.train.callbacks import Callback, TrainState
+from moomtl.train.context import StepContext
+
+CHECKPOINT = "checkpoint.pt"
+LossFn = Callable[[Tensor, Tensor], Tensor]
+BatchTransform = Callable[[Tensor, torch.Generator], Tensor]
+
+
+class TrainingError(RuntimeError):
+    """Training cannot continue (diverged loss, unusable checkpoint, ...)."""
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def final(self) -> dict[str, Any]:
+        return self.history[-1] if self.history else {}
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available; use device=cpu")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def iterate_batches(
+    n: int, batch_size: int, generator: torch.Generator | None, drop_last: bool = False
+) -> list[Tensor]:
+    """Index batches of a (shuffled when ``generator`` is given) permutation of ``range(n)``."""
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    stop = n - n % batch_size if drop_last and n >= batch_size else n
+    return [order[i : i + batch_size] for i in range(0, stop, batch_size)]
+
+
+@torch.no_grad()
+def evaluate(
+    model: MultiTaskModel, data: MultiTaskTensors, loss_fns: Mapping[str, LossFn],
+    batch_size: int = 1024, device: torch.device | str = "cpu",
+) -> dict[str, float]:
+    """Mean per-task loss and accuracy: ``{"<task>/loss": ..., "<task>/acc": ...}``."""
+    was_training = model.training
+    model.eval()
+    names = data.task_names
+    loss_sum = dict.fromkeys(names, 0.0)
+    correct = dict.fromkeys(names, 0)
+    for idx in iterate_batches(len(data), batch_size, None):
+        x = data.x[idx].to(device)
+        y = data.y[idx].to(device)
+        out = model(x)
+        for t, name in enumerate(names):
+            loss_sum[name] += float(loss_fns[name](out[name], y[:, t])) * len(idx)
+            correct[name] += int((out[name].argmax(dim=1) == y[:, t]).sum())
+    model.train(was_training)
+    n = max(len(data), 1)
+    metrics: dict[str, float] = {}
+    for name in names:
+        metrics[f"{name}/loss"] = loss_sum[name] / n
+        metrics[f"{name}/acc"] = correct[name] / n
+    return metrics
+
+
+def build_optimizer(name: str, params: Sequence[Tensor], kwargs: Mapping[str, Any]) -> torch.optim.Optimizer:
+    """``torch.optim.<name>(params, **kwargs)`` with a clear ``ValueError`` for bad names/arguments."""
+    cls = getattr(torch.optim, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+        raise ValueError(f"unknown optimizer {name!r} (any torch.optim class, e.g. SGD, Adam)")
+    try:
+        return cls(params, **kwargs)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"optimizer {name}: {e}") from None
+
+
+def build_scheduler(name: str | None, opt: torch.optim.Optimizer, kwargs: Mapping[str, Any]) -> Any:
+    """``torch.optim.lr_scheduler.<name>(opt, **kwargs)`` or ``None``; clear ``ValueError`` otherwise."""
+    if name is None:
+        return None
+    cls = getattr(torch.optim.lr_scheduler, name, None)
+    if not isinstance(cls, type):
+        raise ValueError(f"unknown scheduler {name!r} (any torch.optim.lr_scheduler class)")
+    try:
+        return cls(opt, **kwargs)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"scheduler {name}: {e}") from None
+
+
+class Trainer:
+    """Train a :class:`MultiTaskModel` with any registered :class:`Method`.
+
+    Args:
+        optimizer: name of a ``torch.optim`` class; ``optimizer_kwargs`` go to its constructor.
+        scheduler: name of a ``torch.optim.lr_scheduler`` class stepped once per epoch (or ``None``).
+        callbacks: extra :class:`Callback` objects (prox steps, tying, ...), called after the method.
+        train_transform: optional batch augmentation ``f(x, generator) -> x`` for training batches only.
+        loss_fns: ``{task: f(output, target)}``; cross-entropy for every task by default.
+        out_dir: where metrics and the checkpoint go (nothing is written when ``None``).
+    """
+
+    def __init__(
+        self, model: MultiTaskModel, method: Method, *, optimizer: str = "SGD",
+        optimizer_kwargs: Mapping[str, Any] | None = None, scheduler: str | None = None,
+        scheduler_kwargs: Mapping[str, Any] | None = None, epochs: int = 1, batch_size: int = 256,
+        seed: int = 0, device: str = "cpu", callbacks: Sequence[Callback] = (),
+        train_transform: BatchTransform | None = None, loss_fns: Mapping[str, LossFn] | None = None,
+        out_dir: str | Path | None = None, progress: bool = False, eval_batch_size: int = 1024,
+    ) -> None:
+        if epochs < 1:
+            raise ValueError(f"epochs must be ≥ 1, got {epochs}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+        self.model = model
+        self.method = method
+        self.optimizer_name = optimizer
+        self.optimizer_kwargs = dict(optimizer_kwargs or {"lr": 0.01})
+        self.scheduler_name = scheduler
+        self.scheduler_kwargs = dict(scheduler_kwargs or {})
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.seed = seed
+        self.device = resolve_device(device)
+        self.callbacks = list(callbacks)
+        self.train_transform = train_transform
+        self.loss_fns = dict(loss_fns) if loss_fns is not None else None
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.progress = progress
+        self.eval_batch_size = eval_batch_size
+
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        params = [p for p in list(self.model.parameters()) + list(self.method.parameters()) if p.requires_grad]
+        return build_optimizer(self.optimizer_name, params, self.optimizer_kwargs)
+
+    def _build_scheduler(self, opt: torch.optim.Optimizer) -> Any:
+        return build_scheduler(self.scheduler_name, opt, self.scheduler_kwargs)
+
+    # --- training ----------------------------------------------------------------------------------
+    def fit(self, splits: DataSplits, resume: bool = False) -> TrainResult:
+        task_names = splits.task_names
+        model_tasks = tuple(getattr(self.model, "task_names", task_names))
+        if set(model_tasks) != set(task_names):
+            raise ValueError(f"model tasks {list(model_tasks)} do not match data tasks {list(task_names)}")
+        loss_fns: dict[str, LossFn] = self.loss_fns or dict.fromkeys(task_names, F.cross_entropy)
+        seed_everything(self.seed)
+        self.model.to(self.device)
+        self.method.setup(task_names, self.model)
+        self.method.to(self.device)
+        opt = self._build_optimizer()
+        sched = self._build_scheduler(opt)
+        state = TrainState(model=self.model, optimizer=opt)
+        result = TrainResult()
+        start_epoch = 0
+        if resume:
+            start_epoch = self._load_checkpoint(opt, sched, state, result)
+        listeners: list[Callback] = [self.method, *self.callbacks]
+        if start_epoch == 0:
+            for cb in listeners:
+                cb.on_train_begin(state)
+        train = splits.train
+        for epoch in range(start_epoch, self.epochs):
+            state.epoch = epoch
+            t0 = time.perf_counter()
+            train_metrics = self._train_epoch(train, loss_fns, opt, state, listeners)
+            if sched is not None:
+                sched.step()
+            metrics: dict[str, Any] = {"epoch": epoch + 1, "step": state.step}
+            metrics.update({f"train/{k}": v for k, v in train_metrics.items()})
+            for split_name, data in (("val", splits.val), ("test", splits.test)):
+                if len(data):
+                    ev = evaluate(self.model, data, loss_fns, self.eval_batch_size, self.device)
+                    metrics.update({f"{split_name}/{k}": v for k, v in ev.items()})
+            metrics["lr"] = opt.param_groups[0]["lr"]
+            metrics["epoch_seconds"] = time.perf_counter() - t0
+            state.epoch_metrics = metrics
+            for cb in listeners:
+                cb.on_epoch_end(state)
+            result.history.append(metrics)
+            self._save(opt, sched, state, result, epoch + 1)
+        # Methods may swap in other parameters at the end (an online-to-batch average); their state
+        # is in the checkpoint, so this also holds for a resumed run that had no epoch left.
+        for cb in listeners:
+            cb.on_train_end(state)
+        if self.out_dir is not None:
+            final: dict[str, Any] = {}
+            for split_name, data in (("val", splits.val), ("test", splits.test)):
+                if len(data):
+                    ev = evaluate(self.model, data, loss_fns, self.eval_batch_size, self.device)
+                    final.update({f"{split_name}/{k}": v for k, v in ev.items()})
+            mio.write_json(self.out_dir / "final_metrics.json", final)
+            mio.torch_save(self.model.state_dict(), self.out_dir / "model.pt")
+        return result
+
+    def _train_epoch(
+        self, data: MultiTaskTensors, loss_fns: Mapping[str, LossFn], opt: torch.optim.Optimizer,
+        state: TrainState, listeners: Sequence[Callback],
+    ) -> dict[str, float]:
+        self.model.train()
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + state.epoch)
+        batches = iterate_batches(len(data), self.batch_size, gen)
+        sums: dict[str, float] = {}
+        counts = 0
+        bar = _progress(len(batches), f"epoch {state.epoch + 1}/{self.epochs}", self.progress)
+        for idx in batches:
+            x = data.x[idx]
+            if self.train_transform is not None:
+                x = self.train_transform(x, gen)
+            x = x.to(self.device)
+            y = data.y[idx].to(self.device)
+            opt.zero_grad(set_to_none=True)
+            z = self.model.encode(x)
+            out = self.model.decode(z, x)
+            losses = {name: loss_fns[name](out[name], y[:, t]) for t, name in enumerate(data.task_names)}
+            step_losses = {name: float(v.detach()) for name, v in losses.items()}
+            bad = [n for n, v in step_losses.items() if not math.isfinite(v)]
+            if bad:
+                raise TrainingError(
+                    f"loss of task(s) {', '.join(bad)} is not finite at epoch {state.epoch + 1}, "
+                    f"step {state.step}; lower the learning rate or check the data"
+                )
+            ctx = StepContext(self.model, losses, z, state.step, state.epoch)
+            info = self.method.backward(losses, ctx) or {}
+            opt.step()
+            state.step += 1
+            state.step_losses = step_losses
+            state.lr = opt.param_groups[0]["lr"]
+            for cb in listeners:
+                cb.on_step_end(state)
+            for k, v in {**{f"{n}/loss": v for n, v in step_losses.items()}, **info}.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            counts += 1
+            if bar is not None:
+                bar.update(1, loss=sum(step_losses.values()) / len(step_losses))
+        if bar is not None:
+            bar.close()
+        return {k: v / max(counts, 1) for k, v in sums.items()}
+
+    # --- checkpoint and logs -----------------------------------------------------------------------
+    def _save(self, opt: Any, sched: Any, state: TrainState, result: TrainResult, epochs_done: int) -> None:
+        if self.out_dir is None:
+            return
+        ckpt = {
+            "epochs_done": epochs_done,
+            "step": state.step,
+            "model": self.model.state_dict(),
+            "method": self.method.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict() if sched is not None else None,
+            "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in self.callbacks],
+            "history": result.history,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+            },
+        }
+        mio.torch_save(ckpt, self.out_dir / CHECKPOINT)
+        mio.write_json(self.out_dir / "metrics.json", result.history)
+        mio.write_text(self.out_dir / "metrics.csv", _to_csv(result.history))
+
+    def _load_checkpoint(self, opt: Any, sched: Any, state: TrainState, result: TrainResult) -> int:
+        if self.out_dir is None:
+            raise ValueError("resume=True needs out_dir (where the checkpoint is)")
+        path = self.out_dir / CHECKPOINT
+        if not path.exists():
+            return 0  # nothing to resume: start from scratch
+        try:
+            ckpt = torch.load(path, map_location=self.device, weights_only=False)
+            self.model.load_state_dict(ckpt["model"])
+            self.method.load_state_dict(ckpt["method"])
+            opt.load_state_dict(ckpt["optimizer"])
+            if sched is not None and ckpt["scheduler"] is not None:
+                sched.load_state_dict(ckpt["scheduler"])
+            for cb, cb_state in zip(self.callbacks, ckpt.get("callbacks", []), strict=False):
+                if cb_state is not None and hasattr(cb, "load_state_dict"):
+                    cb.load_state_dict(cb_state)
+        except (KeyError, RuntimeError, ValueError, EOFError) as e:
+            raise TrainingError(f"cannot resume from {path}: {e}") from None
+        rng = ckpt["rng"]
+        torch.set_rng_state(rng["torch"].cpu())
+        if rng.get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+        state.step = int(ckpt["step"])
+        result.history.extend(ckpt["history"])
+        return int(ckpt["epochs_done"])
+
+
+def _to_csv(history: Sequence[Mapping[str, Any]]) -> str:
+    keys: list[str] = []
+    for row in history:
+        keys.extend(k for k in row if k not in keys)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(history)
+    return buf.getvalue()
+
+
+class _Bar:
+    def __init__(self, total: int, desc: str) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._p = Progress(TextColumn(desc), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                           TextColumn("loss {task.fields[loss]:.4f}"), transient=True)
+        self._task = self._p.add_task(desc, total=total, loss=float("nan"))
+        self._p.start()
+
+    def update(self, n: int, loss: float) -> None:
+        self._p.update(self._task, advance=n, loss=loss)
+
+    def close(self) -> None:
+        self._p.stop()
+
+
+def _progress(total: int, desc: str, enabled: bool) -> _Bar | None:
+    return _Bar(total, desc) if enabled else None

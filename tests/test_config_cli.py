@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from moomtl.cli import app
+from moomtl.config import ConfigError, apply_overrides, load_config, parse_config
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"trian": {}}, "unknown config key trian"),
+        ({"train": {"epohcs": 3}}, "unknown config key train.epohcs"),
+        ({"train": {"epochs": "ten"}}, "train.epochs: expected an integer"),
+        ({"train": {"epochs": 0}}, "train.epochs must be ≥ 1"),
+        ({"train": {"progress": "yes"}}, "train.progress: expected true/false"),
+        ({"method": {"weights": [1, 1]}}, "method.name is required"),
+        ({"data": {"n_train": -5}}, "data.n_train must be ≥ 0"),
+        ({"data": "multimnist"}, "data: expected a mapping"),
+    ],
+)
+def test_config_errors_are_one_clear_line(raw, message):
+    with pytest.raises(ConfigError, match=message) as e:
+        parse_config(raw)
+    assert "\n" not in str(e.value)
+
+
+def test_overrides_parse_yaml_values():
+    raw = apply_overrides({"train": {"epochs": 2}}, ["train.epochs=5", "method.weights=[0.1, 0.9]", "out=x"])
+    cfg = parse_config({**raw, "method": {"name": "linear", **raw["method"]}})
+    assert cfg.train.epochs == 5 and cfg.method_params == {"weights": [0.1, 0.9]} and cfg.out == "x"
+
+
+def test_load_config_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("train:\n  epochs: ten\n", "train.epochs: expected an integer"),
+        ("bogus: 1\n", "unknown config key bogus"),
+        ("method:\n  name: nosuchmethod\n", "unknown method 'nosuchmethod'"),
+        ("method:\n  name: linear\n  weights: [1, 1]\n  bogus: 3\n", "has no hyper-parameter 'bogus'"),
+        ("method:\n  name: linear\n  weights: [-1, 1]\n", "non-negative"),
+        ("train: [1, 2\n", "not valid YAML"),
+        ("optimizer:\n  name: NoSuchOpt\n", "unknown optimizer"),
+        ("optimizer:\n  name: SGD\n  lr: 0.1\n  betas: 3\n", "optimizer SGD"),
+        ("data:\n  dataset: imagenet\n", "unknown data set 'imagenet'"),
+    ],
+)
+def test_cli_bad_config_exits_2_with_readable_message(tmp_path, yaml_text, message):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml_text)
+    result = runner.invoke(app, ["train", "--config", str(cfg), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "run" / "result.json").exists()
+
+
+def test_cli_help_and_methods_list():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0 and "demo" in result.output and "train" in result.output
+    result = runner.invoke(app, ["methods"])
+    assert result.exit_code == 0
+    for name in ("linear", "uniform", "single_task"):
+        assert name in result.output

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from moomtl.methods import build_method
+from moomtl.models.lenet import hps_lenet
+from moomtl.train.context import StepContext, batched_jacobian
+
+
+def _losses(model, x, y):
+    z = model.encode(x)
+    out = model.decode(z, x)
+    return {t: torch.nn.functional.cross_entropy(out[t], y[:, i]) for i, t in enumerate(out)}, z
+
+
+@settings(max_examples=5, deadline=None)
+@given(st.integers(0, 10_000))
+def test_batched_jacobian_matches_per_task_backward(seed):
+    torch.manual_seed(seed)
+    model = hps_lenet(dropout=0.0)
+    x, y = torch.randn(6, 1, 28, 28), torch.randint(0, 10, (6, 2))
+    losses, z = _losses(model, x, y)
+    ctx = StepContext(model, losses, z)
+    jac = ctx.jacobian("shared")
+    for i, t in enumerate(ctx.task_names):
+        model.zero_grad()
+        losses[t].backward(retain_graph=True)
+        ref = torch.cat([p.grad.reshape(-1) for p in model.shared_parameters()])
+        torch.testing.assert_close(jac[i], ref)
+    torch.testing.assert_close(ctx.gramian("shared"), jac @ jac.T)
+    rep = ctx.jacobian("representation")
+    assert rep.shape == (2, z.numel())
+
+
+def test_unused_inputs_give_zero_rows():
+    a = torch.randn(3, requires_grad=True)
+    b = torch.randn(2, requires_grad=True)
+    out = torch.stack([(a**2).sum(), a.sum()])
+    jac = batched_jacobian(out, [a, b])
+    assert jac.shape == (2, 5)
+    torch.testing.assert_close(jac[:, 3:], torch.zeros(2, 2))
+    torch.testing.assert_close(jac[0, :3], 2 * a.detach())
+
+
+def test_weighted_backward_equals_linear_scalarization_gradient():
+    torch.manual_seed(0)
+    model = hps_lenet(dropout=0.0)
+    x, y = torch.randn(5, 1, 28, 28), torch.randint(0, 10, (5, 2))
+    losses, z = _losses(model, x, y)
+    method = build_method("linear", weights=[0.2, 0.8])
+    method.setup(("left", "right"), model)
+    info = method.backward(losses, StepContext(model, losses, z))
+    assert info == pytest.approx({"weight/left": 0.2, "weight/right": 0.8})
+    got = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    losses, _ = _losses(model, x, y)
+    (0.2 * losses["left"] + 0.8 * losses["right"]).backward()
+    for g, p in zip(got, model.parameters(), strict=True):
+        torch.testing.assert_close(g, p.grad)
+
+
+def test_set_shared_direction_and_task_specific_backward():
+    torch.manual_seed(0)
+    model = hps_lenet(dropout=0.0)
+    x, y = torch.randn(4, 1, 28, 28), torch.randint(0, 10, (4, 2))
+    losses, z = _losses(model, x, y)
+    ctx = StepContext(model, losses, z)
+    n = sum(p.numel() for p in ctx.shared_params)
+    ctx.set_shared_direction(torch.arange(n, dtype=torch.float32))
+    assert ctx.shared_params[0].grad.reshape(-1)[1] == 1.0
+    ctx.backward_task_specific()
+    head_left = model.heads["left"][0].weight
+    assert head_left.grad is not None and model.heads["right"][0].weight.grad is not None
