@@ -1,7 +1,7 @@
 """Turn finished runs into a front: results.json, a markdown table, PNG plots, hypervolume and IGD+.
 
 Objectives are the per-task **test losses** (minimized). Hypervolumes that are compared with each
-other must share one reference point: :func:`compare_sweeps` takes the nadir of the pooled points
+other must share one reference point: :func:`compare_sweeps` takes the nadir of the pooled non-dominated points
 plus 10 % of their range (``moomtl.pareto.reference_point``), and records it next to the numbers.
 """
 
@@ -67,12 +67,12 @@ def write_front(
         f"## {title}", "",
         front_markdown(rows, task_names, mask), "",
         f"Hypervolume of the test-loss front: **{hv:.6g}** (reference point {np.round(ref, 4).tolist()}: "
-        "nadir of these runs + 10 % of their range; objectives = per-task test loss).",
+        "nadir of the non-dominated runs + 10 % of their range; objectives = per-task test loss).",
     ])
     _plot_front(rows, task_names, mask, out, title)
+    marked = [{**r, "pareto": bool(m)} for r, m in zip(rows, mask, strict=True)]
     payload = {"title": title, "task_names": task_names, "objective": "test loss", "hypervolume": hv,
-               "reference_point": ref.tolist(), "rows": [{**r, "pareto": bool(m)} for r, m in zip(rows, mask, strict=True)],
-               **(extra or {})}
+               "reference_point": ref.tolist(), "rows": marked, **(extra or {})}
     mio.write_json(out / RESULTS_JSON, payload)
     mio.write_text(out / "results.md", md + "\n")
     return SweepReport(rows=rows, task_names=task_names, hypervolume=hv, reference_point=ref.tolist(), markdown=md)
@@ -81,16 +81,15 @@ def write_front(
 def _plot_front(rows: list[dict[str, Any]], task_names: list[str], mask: np.ndarray, out: Path, title: str) -> None:
     from moomtl.pareto.plots import plot_front_2d, plot_parallel_coordinates
 
-    labels = [r["label"] for r in rows]
     if len(task_names) == 2:
-        plot_front_2d(
-            {"test loss": objective_matrix(rows, task_names, "loss"),
-             "test error": objective_matrix(rows, task_names, "err")},
-            out / "pareto.png", labels=labels, axis_names=task_names, title=title,
-        )
+        a, b = task_names
+        panels = [(f"{a}/loss", f"{b}/loss"), (f"{a}/err", f"{b}/err")]
+        # Label points by preference only; the colour already says which method.
+        shown = [{**r, "point": r["label"].split(" ", 1)[-1]} for r in rows]
+        plot_front_2d(shown, out / "pareto.png", panels=panels, label_key="point", title=title)
     else:
         plot_parallel_coordinates(objective_matrix(rows, task_names), out / "parallel.png",
-                                  labels=labels, axis_names=task_names, highlight=mask)
+                                  labels=[r["label"] for r in rows], objective_names=task_names, title=title)
 
 
 def run_preference_sweep(
@@ -171,10 +170,9 @@ def compare_sweeps(runs: Sequence[Path], out: Path) -> str:
         )
     md = "\n".join([
         "## Front comparison (objectives: per-task test loss)", "", *lines, "",
-        f"Shared reference point {np.round(ref, 4).tolist()} (nadir of all points + 10 % of their range).",
+        f"Shared reference point {np.round(ref, 4).tolist()} (nadir of the pooled non-dominated points + 10 % of their range).",
     ])
-    if len(tasks) == 2:
-        plot_fronts_overlay(fronts, out / "comparison.png", hv=hvs, axis_names=tasks)
+    plot_fronts_overlay(fronts, out / "comparison.png", hv=hvs, objective_names=[f"{t} test loss" for t in tasks])
     mio.write_text(out / "comparison.md", md + "\n")
     mio.write_json(out / "comparison.json", {"reference_point": ref.tolist(), "hypervolume": hvs,
                                              "runs": [str(r) for r in runs]})
