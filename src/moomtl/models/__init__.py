@@ -1,1 +1,23 @@
-"""moomtl.models"""
+"""Multi-task models: the :class:`MultiTaskModel` interface, hard parameter sharing, LeNet, MDMTN."""
+
+from moomtl.models.base import HardParameterSharing, MultiTaskModel, count_parameters
+from moomtl.models.lenet import hps_lenet
+from moomtl.models.mdmtn import (
+    MDMTN,
+    hps_cifar10mnist,
+    hps_multimnist,
+    mdmtn_cifar10mnist,
+    mdmtn_multimnist,
+)
+
+__all__ = [
+    "MDMTN",
+    "HardParameterSharing",
+    "MultiTaskModel",
+    "count_parameters",
+    "hps_cifar10mnist",
+    "hps_lenet",
+    "hps_multimnist",
+    "mdmtn_cifar10mnist",
+    "mdmtn_multimnist",
+]

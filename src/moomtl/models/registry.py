@@ -16,8 +16,21 @@ def _hps_lenet(task_names: Sequence[str], n_classes: Sequence[int]) -> MultiTask
     return HardParameterSharing(LeNetEncoder(), {t: lenet_head(c) for t, c in zip(task_names, n_classes, strict=True)})
 
 
+def _lazy(name: str) -> ModelBuilder:
+    def build(task_names: Sequence[str], n_classes: Sequence[int]) -> MultiTaskModel:
+        from moomtl.models import mdmtn
+
+        return getattr(mdmtn, name)(task_names, n_classes)
+
+    return build
+
+
 MODELS: dict[str, tuple[ModelBuilder, str]] = {
     "hps_lenet": (_hps_lenet, "HPS LeNet of Sener & Koltun (MultiMNIST-shaped 1x28x28 input)"),
+    "mdmtn_multimnist": (_lazy("mdmtn_multimnist"), "MDMTN of Hotegni et al., MultiMNIST shape (1x28x28)"),
+    "hps_multimnist": (_lazy("hps_multimnist"), "HPS counterpart of MDMTN, MultiMNIST shape (1x28x28)"),
+    "mdmtn_cifar10mnist": (_lazy("mdmtn_cifar10mnist"), "MDMTN of Hotegni et al., Cifar10Mnist shape (3x32x32)"),
+    "hps_cifar10mnist": (_lazy("hps_cifar10mnist"), "HPS counterpart of MDMTN, Cifar10Mnist shape (3x32x32)"),
 }
 
 
