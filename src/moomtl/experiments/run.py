@@ -88,7 +88,12 @@ def run_experiment(cfg: ExperimentConfig, resume: bool = False, splits: DataSpli
         model = build_model(cfg.model.name, splits.task_names, splits.n_classes())
     except ValueError as e:
         raise ConfigError(f"model: {e}") from None
-    trainer = make_trainer(cfg, model, method, out)
+    extra: dict[str, Any] = {}
+    if cfg.data.dataset == "cifar10mnist":
+        from moomtl.data.cifar10mnist import augment_train_batch
+
+        extra["train_transform"] = augment_train_batch  # RandomRotation(20), training batches only
+    trainer = make_trainer(cfg, model, method, out, **extra)
     try:
         method.setup(splits.task_names, model)  # e.g. weights of the wrong length
     except ValueError as e:
