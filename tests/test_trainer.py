@@ -14,7 +14,7 @@ def _trainer(out, epochs, method="uniform", **kw):
     torch.manual_seed(0)
     return Trainer(hps_lenet(), build_method(method, **kw), optimizer="SGD",
                    optimizer_kwargs={"lr": 0.05, "momentum": 0.9}, scheduler="StepLR",
-                   scheduler_kwargs={"step_size": 1, "gamma": 0.7}, epochs=epochs, batch_size=128,
+                   scheduler_kwargs={"step_size": 1, "gamma": 0.8}, epochs=epochs, batch_size=32,
                    seed=3, out_dir=out)
 
 
@@ -23,7 +23,7 @@ def test_loss_decreases_and_beats_chance_on_real_data(tiny_multimnist, tmp_path)
     first, last = res.history[0], res.history[-1]
     for t in ("left", "right"):
         assert last[f"train/{t}/loss"] < first[f"train/{t}/loss"]
-        assert last[f"val/{t}/loss"] < 2.0  # chance-level cross-entropy is ln 10 ≈ 2.30
+        assert last[f"val/{t}/loss"] < 1.5  # chance-level cross-entropy is ln 10 ≈ 2.30
         assert last[f"test/{t}/acc"] > 0.3  # chance is 0.1
     logged = json.loads((tmp_path / "metrics.json").read_text())
     assert len(logged) == 3 and (tmp_path / "metrics.csv").read_text().count("\n") == 4
