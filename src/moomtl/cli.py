@@ -144,6 +144,25 @@ def compare(
 
 
 @app.command()
+def sparse(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    out: Annotated[str | None, typer.Option(help="Output folder.")] = None,
+) -> None:
+    """Sparse MTL (Hotegni et al.): MWC + Augmented Lagrangian with GrOWL prox (search), parameter tying,
+    retraining; one run per sparsity weight in sparsity.k0, then the 3-objective front (task losses,
+    density) with 2-D projections and accuracy-vs-sparsity plots. Rerunning skips finished points."""
+    from moomtl.experiments.sparse import run_sparse
+
+    def go() -> None:
+        raw = _config(config, set_, out=out)
+        report = run_sparse(raw, console=console)
+        console.print(report["markdown"])
+
+    _guard(go)
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/demo"),
     epochs: Annotated[int, typer.Option(help="Epochs per model.")] = 10,

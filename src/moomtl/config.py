@@ -12,6 +12,7 @@ line saying which key and what is expected.
     optimizer: {name: SGD, lr: 0.01, momentum: 0.9}  # every key but `name` goes to torch.optim.<name>
     scheduler: {name: StepLR, step_size: 30, gamma: 0.5}   # optional
     train: {epochs: 10, batch_size: 256, seed: 0, device: cpu, progress: true}
+    sparsity: {k0: [0.0, 0.001, 0.01], search_epochs: 4, retrain_epochs: 2}   # `moomtl sparse` only
     out: runs/example
 """
 
@@ -59,6 +60,28 @@ class TrainConfig:
 
 
 @dataclass
+class SparsityConfig:
+    """The sparse MTL pipeline (``moomtl sparse``): search (training + GrOWL prox) → tying → retraining.
+
+    The prox after each step has threshold ``lr × strength × k0``: it scales with the step size and with
+    the sparsity weight ``k0`` of the MWC preference, so ``k0 = 0`` trains a dense model.
+    """
+
+    k0: list[float] = field(default_factory=lambda: [0.01])  # sparsity weights; several = a sweep
+    theta: str = "spike"  # GrOWL weights: spike | linear | oscar | ramp
+    beta1: float = 0.8
+    beta2: float = 0.2
+    strength: float = 1000.0
+    max_zero_fraction: float | None = None  # per-layer cap on zero rows during the search
+    warmup_epochs: int = 1  # search epochs before the prox starts (MDMTN monitors start gated off)
+    search_epochs: int = 4
+    tying: bool = True
+    tying_preference: float = 0.75  # affinity-propagation preference
+    tying_every: str = "epoch"  # step | epoch
+    retrain_epochs: int = 2
+
+
+@dataclass
 class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -66,6 +89,7 @@ class ExperimentConfig:
     optimizer: dict[str, Any] = field(default_factory=lambda: {"name": "SGD", "lr": 0.01, "momentum": 0.9})
     scheduler: dict[str, Any] | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
+    sparsity: SparsityConfig = field(default_factory=SparsityConfig)
     out: str = "runs/experiment"
 
     def to_dict(self) -> dict[str, Any]:
@@ -95,6 +119,11 @@ def _check_type(key: str, value: Any, tp: Any) -> Any:
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item_tp,) = typing.get_args(tp)
+        return [_check_type(f"{key}[{i}]", v, item_tp) for i, v in enumerate(value)]
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
@@ -167,6 +196,15 @@ def parse_config(raw: dict[str, Any] | None) -> ExperimentConfig:
         raise ConfigError(f"train.epochs must be ≥ 1, got {cfg.train.epochs}")
     if cfg.train.batch_size < 1:
         raise ConfigError(f"train.batch_size must be ≥ 1, got {cfg.train.batch_size}")
+    sp = cfg.sparsity
+    if not sp.k0 or any(not (k >= 0) for k in sp.k0):
+        raise ConfigError(f"sparsity.k0 must be a non-empty list of weights ≥ 0, got {sp.k0}")
+    if sp.tying_every not in ("step", "epoch"):
+        raise ConfigError(f"sparsity.tying_every must be step or epoch, got {sp.tying_every!r}")
+    if sp.theta not in ("spike", "linear", "oscar", "ramp"):
+        raise ConfigError(f"sparsity.theta must be spike, linear, oscar or ramp, got {sp.theta!r}")
+    if sp.search_epochs < 1 or sp.retrain_epochs < 0 or not 0 <= sp.warmup_epochs <= sp.search_epochs:
+        raise ConfigError("sparsity: need search_epochs ≥ 1, retrain_epochs ≥ 0, 0 ≤ warmup_epochs ≤ search_epochs")
     for key in ("n_train", "n_val", "n_test"):
         v = getattr(cfg.data, key)
         if v is not None and v < 0:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 
 from moomtl.config import ConfigError, parse_config
@@ -45,7 +46,9 @@ def run_demo(
         "out": str(out),
     })
     t0 = time.perf_counter()
-    report = run_preference_sweep(cfg, n_preferences=n_preferences, workers=workers, single_task=True,
+    # Interior weights only: the endpoints (1, 0) and (0, 1) are the single-task baselines.
+    w = np.linspace(0.0, 1.0, n_preferences + 2)[1:-1]
+    report = run_preference_sweep(cfg, workers=workers, single_task=True, preferences=np.stack([w, 1 - w], 1),
                                   console=console, title=f"Linear scalarization sweep on {dataset}")
     wall = time.perf_counter() - t0
     console.print()

@@ -95,10 +95,12 @@ def _plot_front(rows: list[dict[str, Any]], task_names: list[str], mask: np.ndar
 def run_preference_sweep(
     cfg: ExperimentConfig, method: str | None = None, n_preferences: int = 11, workers: int = 1,
     single_task: bool = False, console: Console | None = None, title: str | None = None,
+    preferences: np.ndarray | None = None,
 ) -> SweepReport:
     """Train ``n_preferences`` models of ``method`` (default: the config's) on a Das-Dennis lattice
-    of preferences (plus single-task baselines if asked), then write the front report to
-    ``cfg.out``. Finished points are skipped, so rerunning resumes."""
+    of preferences, or on the rows of ``preferences`` when given (plus single-task baselines if
+    asked), then write the front report to ``cfg.out``. Finished points are skipped, so rerunning
+    resumes."""
     from moomtl.experiments.run import build_data
     from moomtl.pareto import lattice_for
 
@@ -111,7 +113,9 @@ def run_preference_sweep(
     splits = build_data(cfg)  # builds (or reads the cache) once, before any worker starts
     task_names = list(splits.task_names)
     console.print(f"data: {splits.description}")
-    prefs = lattice_for(n_preferences, len(task_names))
+    prefs = lattice_for(n_preferences, len(task_names)) if preferences is None else np.asarray(preferences)
+    if prefs.ndim != 2 or prefs.shape[1] != len(task_names):
+        raise ConfigError(f"preferences must have one column per task ({len(task_names)}), got {prefs.shape}")
     points: list[SweepPoint] = preference_points(cfg, prefs, out, method)
     if single_task:
         points += single_task_points(cfg, task_names, out)
