@@ -1,0 +1,74 @@
+"""Preference sweeps (resume, parallel workers) and the comparison report, on tiny real MultiMNIST."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+import moomtl.experiments.sweep as sweep_mod
+from moomtl.cli import app
+from moomtl.config import ConfigError, parse_config
+from moomtl.experiments.report import compare_sweeps, run_preference_sweep
+
+
+def _cfg(tmp_path, out, method):
+    return parse_config({
+        "data": {"dataset": "multimnist", "source": "mnist5k", "n_train": 600, "n_val": 100, "n_test": 200,
+                 "cache_dir": str(tmp_path / "cache")},
+        "method": method,
+        "optimizer": {"name": "SGD", "lr": 0.05, "momentum": 0.9},
+        "train": {"epochs": 1, "batch_size": 64, "progress": False},
+        "out": str(tmp_path / out),
+    })
+
+
+def test_sweep_resume_trains_only_missing_points(tmp_path, monkeypatch):
+    cfg = _cfg(tmp_path, "lin", {"name": "linear", "weights": [0.5, 0.5]})
+    trained = []
+    real = sweep_mod.run_experiment
+
+    def killed_after_two(point_cfg, resume=False):
+        if len(trained) == 2:
+            raise KeyboardInterrupt  # the sweep is killed while the third point starts
+        trained.append(point_cfg.out)
+        return real(point_cfg, resume=resume)
+
+    monkeypatch.setattr(sweep_mod, "run_experiment", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        run_preference_sweep(cfg, n_preferences=4)
+    assert len(trained) == 2 and not (tmp_path / "lin" / "results.json").exists()
+
+    rerun = []
+    monkeypatch.setattr(sweep_mod, "run_experiment", lambda c, resume=False: rerun.append(c.out) or real(c, resume))
+    report = run_preference_sweep(cfg, n_preferences=4)
+    assert sorted(rerun) == sorted(str(tmp_path / "lin" / f"linear_{i:02d}") for i in (2, 3))
+    assert len(report.rows) == 4 and report.hypervolume >= 0
+    prefs = [r["preference"] for r in report.rows]
+    assert prefs[0] == [0.0, 1.0] and prefs[-1] == [1.0, 0.0]
+    saved = json.loads((tmp_path / "lin" / "results.json").read_text())
+    assert [r["label"] for r in saved["rows"]] == [r["label"] for r in report.rows]
+    assert (tmp_path / "lin" / "pareto.png").stat().st_size > 0
+
+
+def test_parallel_sweep_and_compare(tmp_path):
+    lin = run_preference_sweep(_cfg(tmp_path, "lin", {"name": "linear", "weights": [0.5, 0.5]}), n_preferences=2)
+    tch = run_preference_sweep(_cfg(tmp_path, "tch", {"name": "tch"}), n_preferences=2, workers=2)
+    assert all(r["method"] == "tch" for r in tch.rows) and len(tch.rows) == 2
+    md = compare_sweeps([tmp_path / "lin", tmp_path / "tch"], tmp_path / "cmp")
+    assert "| lin | linear | 2 |" in md and "| tch | tch | 2 |" in md
+    cmp = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    assert set(cmp["hypervolume"]) == {"lin", "tch"}
+    assert (tmp_path / "cmp" / "comparison.png").stat().st_size > 0
+    assert lin.hypervolume >= 0
+
+
+def test_sweep_rejects_methods_without_preference(tmp_path):
+    with pytest.raises(ConfigError, match="takes no preference"):
+        run_preference_sweep(_cfg(tmp_path, "u", {"name": "uniform"}), n_preferences=2)
+
+
+def test_compare_cli_missing_results_is_clear(tmp_path):
+    result = CliRunner().invoke(app, ["compare", str(tmp_path / "nothing"), "--out", str(tmp_path / "c")])
+    assert result.exit_code == 2 and "results.json not found" in result.output
