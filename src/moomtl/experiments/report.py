@@ -63,8 +63,9 @@ def write_front(
     mask = non_dominated(losses)
     ref = reference_point(losses, margin=0.1)
     hv = float(hypervolume(losses, ref))
+    data_line = [f"Data: {extra['data']}", ""] if extra and "data" in extra else []
     md = "\n".join([
-        f"## {title}", "",
+        f"## {title}", "", *data_line,
         front_markdown(rows, task_names, mask), "",
         f"Hypervolume of the test-loss front: **{hv:.6g}** (reference point {np.round(ref, 4).tolist()}: "
         "nadir of the non-dominated runs + 10 % of their range; objectives = per-task test loss).",
