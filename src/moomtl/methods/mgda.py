@@ -1,0 +1,150 @@
+"""MGDA and MGDA-UB (Sener & Koltun, "Multi-Task Learning as Multi-Objective Optimization", NeurIPS 2018).
+
+MGDA updates the shared parameters along the min-norm element of the convex hull of the task
+gradients:
+
+.. math::
+
+    \\alpha^\\star = \\arg\\min_{\\alpha \\in \\Delta^{T-1}} \\Big\\lVert \\sum_{t=1}^T \\alpha_t
+    \\nabla_{\\theta^{sh}} L_t \\Big\\rVert_2^2 = \\arg\\min_{\\alpha \\in \\Delta} \\alpha^\\top M \\alpha,
+    \\qquad M_{st} = \\nabla L_s \\cdot \\nabla L_t,
+
+and ``d = Σ α*_t ∇L_t`` is either 0 (Pareto stationary) or decreases every task (Désidéri, 2012).
+MGDA-UB minimizes the upper bound obtained by replacing ``∇_{θ^{sh}} L_t`` with ``∇_Z L_t``, the
+gradient w.r.t. the shared representation ``Z = g(x; θ^{sh})``: one backward through the heads
+gives all ``T`` rows, then ONE backward of ``Σ α_t L_t`` through the whole network updates everything.
+
+Both solve the min-norm problem on the Gramian only (:func:`moomtl.solvers.min_norm.min_norm`), after
+the optional gradient normalization of the authors' code (:mod:`moomtl.methods.normalizers`).
+
+Deliberate choices, following the authors' training code (``train_multi_task.py``): α is computed on
+the *normalized* gradients, then the *raw* losses are weighted, i.e. the update is the gradient of
+``Σ α_t L_t`` (for the shared parameters ``Σ α_t ∇L_t`` of the un-normalized gradients). Task-specific
+parameters therefore receive ``α_t ∇_{θ^t} L_t`` by default (``scale_task_specific=True``, as the
+authors' single scaled backward does); with ``scale_task_specific=False`` they get their plain
+gradient ``∇_{θ^t} L_t`` as in Algorithm 2 of the paper.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from moomtl.methods.base import Method, register, weights_info
+from moomtl.methods.normalizers import NORMALIZERS, gradient_scales, normalize_gramian
+from moomtl.solvers.min_norm import min_norm
+from moomtl.train.context import StepContext, Wrt
+
+MIN_NORM_SOLVERS = ("active_set", "frank_wolfe", "away_frank_wolfe")
+
+
+class _MinNormMethod(Method):
+    """Shared part of MGDA and MGDA-UB: Gramian → normalization → min-norm weights α."""
+
+    wrt: ClassVar[Wrt] = "shared"
+
+    def __init__(
+        self, normalization: str = "none", max_iter: int | None = None, tol: float | None = None,
+        scale_task_specific: bool = True, solver: str | None = None,
+    ) -> None:
+        super().__init__()
+        if normalization not in NORMALIZERS:
+            raise ValueError(f"normalization must be one of {', '.join(NORMALIZERS)}, got {normalization!r}")
+        if max_iter is not None and max_iter < 1:
+            raise ValueError(f"max_iter must be ≥ 1, got {max_iter}")
+        if tol is not None and not tol > 0:
+            raise ValueError(f"tol must be > 0, got {tol}")
+        if solver is not None and solver not in MIN_NORM_SOLVERS:
+            raise ValueError(f"solver must be one of {', '.join(MIN_NORM_SOLVERS)}, got {solver!r}")
+        self.normalization = normalization
+        self.max_iter = max_iter
+        self.tol = tol
+        self.scale_task_specific = scale_task_specific
+        self.solver = solver
+
+    def task_weights(self, ctx: StepContext) -> Tensor:
+        """Min-norm weights α (``[T]``, on the simplex) of this step's (normalized) task gradients."""
+        gram = ctx.gramian(self.wrt)
+        scales = gradient_scales(gram, ctx.loss_vector.detach(), self.normalization)
+        kwargs: dict[str, float | int | str] = {}
+        if self.max_iter is not None:
+            kwargs["max_iter"] = self.max_iter
+        if self.tol is not None:
+            kwargs["tol"] = self.tol
+        if self.solver is not None:
+            kwargs["method"] = self.solver
+        return min_norm(normalize_gramian(gram, scales), **kwargs)
+
+    def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, float]:
+        alpha = self.task_weights(ctx)
+        self._update(alpha, ctx)
+        return weights_info(self.task_names or ctx.task_names, alpha)
+
+    def _update(self, alpha: Tensor, ctx: StepContext) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+@register("mgda", "MGDA: min-norm combination of per-task gradients of the shared parameters")
+class MGDA(_MinNormMethod):
+    """Full MGDA on the gradients w.r.t. the shared parameters (``ctx.jacobian("shared")``).
+
+    The shared update ``Σ α_t ∇_{θ^{sh}} L_t`` is formed from the Jacobian already computed for the
+    Gramian, so no extra backward through the encoder is needed; the task-specific parameters get
+    one backward through the heads.
+
+    Args:
+        normalization: ``"none"`` (the paper), ``"l2"``, ``"loss"`` or ``"loss+"`` (authors' code).
+        max_iter, tol, solver: passed to :func:`~moomtl.solvers.min_norm.min_norm` as ``max_iter``,
+            ``tol`` and ``method`` (``"active_set"``, ``"frank_wolfe"``, ``"away_frank_wolfe"``);
+            the solver's defaults when ``None``.
+        scale_task_specific: heads get ``α_t ∇L_t`` (True, authors' code) or ``∇L_t`` (False, paper).
+    """
+
+    wrt: ClassVar[Wrt] = "shared"
+
+    def _update(self, alpha: Tensor, ctx: StepContext) -> None:
+        jac = ctx.jacobian("shared")
+        ctx.set_shared_direction(alpha.to(jac) @ jac)
+        ctx.backward_task_specific(alpha if self.scale_task_specific else None)
+
+
+@register("mgda_ub", "MGDA-UB: min-norm weights from gradients w.r.t. the shared representation")
+class MGDAUB(_MinNormMethod):
+    """MGDA-UB: α from ``∇_Z L_t`` (``ctx.jacobian("representation")``), then one backward of
+    ``Σ α_t L_t`` through the whole network (``ctx.backward_weighted``). Arguments as :class:`MGDA`.
+
+    >>> import torch
+    >>> from moomtl.models.base import HardParameterSharing
+    >>> from moomtl.train.context import StepContext
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <...>
+    >>> heads = {"a": torch.nn.Linear(4, 1), "b": torch.nn.Linear(4, 1)}
+    >>> model = HardParameterSharing(torch.nn.Linear(3, 4), heads)
+    >>> x = torch.randn(8, 3)
+    >>> z = model.encode(x)
+    >>> out = model.decode(z, x)
+    >>> losses = {"a": out["a"].pow(2).mean(), "b": (out["b"] - 1).pow(2).mean()}
+    >>> method = MGDAUB()
+    >>> method.setup(["a", "b"], model)
+    >>> info = method.backward(losses, StepContext(model, losses, z))
+    >>> round(info["weight/a"] + info["weight/b"], 6)
+    1.0
+    """
+
+    wrt: ClassVar[Wrt] = "representation"
+
+    def _update(self, alpha: Tensor, ctx: StepContext) -> None:
+        if self.scale_task_specific:
+            ctx.backward_weighted(alpha)
+            return
+        lv = ctx.loss_vector
+        shared = ctx.shared_params
+        grads = torch.autograd.grad((alpha.to(lv).detach() * lv).sum(), shared, retain_graph=True,
+                                    allow_unused=True)
+        for p, g in zip(shared, grads, strict=True):
+            if g is not None:
+                p.grad = g.clone() if p.grad is None else p.grad + g
+        ctx.backward_task_specific(None)
