@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from moomtl.io import torch_save
 
 CACHE_ENV = "MOOMTL_CACHE"
 CACHE_FORMAT = 1
@@ -50,20 +51,6 @@ def file_fingerprint(paths: list[Path]) -> list[list[Any]]:
         st = Path(p).stat()
         out.append([str(Path(p).resolve()), st.st_size, st.st_mtime_ns])
     return out
-
-
-def save_atomic(path: Path, obj: Any) -> None:
-    """``torch.save(obj)`` to ``path`` through a temporary file in the same folder and ``os.replace``, so
-    concurrent readers see either the old file or the complete new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_entry(path: Path, key: str) -> Any | None:
@@ -108,7 +95,7 @@ def cached(
     payload = build()
     try:
         stored_params = json.loads(json.dumps(params, default=str))  # plain types only, for weights_only
-        save_atomic(path, {"format": CACHE_FORMAT, "key": key, "params": stored_params, "payload": payload})
+        torch_save({"format": CACHE_FORMAT, "key": key, "params": stored_params, "payload": payload}, path)
     except OSError as e:
         warnings.warn(f"cannot write cache file {path} ({e}); continuing without cache", stacklevel=2)
     return payload

@@ -16,13 +16,13 @@ from __future__ import annotations
 import gzip
 import os
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
 from moomtl.data.base import DataError
+from moomtl.io import atomic_path
 
 # IDX dtype codes → big-endian numpy dtypes (the format stores multi-byte values big-endian).
 IDX_DTYPES: dict[int, np.dtype] = {
@@ -118,20 +118,13 @@ def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> None:
         + struct.pack(f">{array.ndim}I", *array.shape)
         + np.ascontiguousarray(array, dtype=IDX_DTYPES[code]).tobytes()
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            if path.suffix == ".gz":
-                # mtime=0 keeps the bytes reproducible.
-                with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
-                    gz.write(payload)
-            else:
-                raw.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as raw:
+        if path.suffix == ".gz":
+            # mtime=0 keeps the bytes reproducible.
+            with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+                gz.write(payload)
+        else:
+            raw.write(payload)
 
 
 def find_idx(root: str | os.PathLike[str], stem: str) -> Path:
