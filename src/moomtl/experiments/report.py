@@ -175,7 +175,8 @@ def compare_sweeps(runs: Sequence[Path], out: Path) -> str:
         )
     md = "\n".join([
         "## Front comparison (objectives: per-task test loss)", "", *lines, "",
-        f"Shared reference point {np.round(ref, 4).tolist()} (nadir of the pooled non-dominated points + 10 % of their range).",
+        f"Shared reference point {np.round(ref, 4).tolist()} "
+        "(nadir of the pooled non-dominated points + 10 % of their range).",
     ])
     plot_fronts_overlay(fronts, out / "comparison.png", hv=hvs, objective_names=[f"{t} test loss" for t in tasks])
     mio.write_text(out / "comparison.md", md + "\n")

@@ -181,8 +181,9 @@ def write_sparse_report(rows: list[dict[str, Any]], task_names: list[str], out: 
     names = [f"{t} test loss" for t in task_names] + ["density %"]
     _plot_projections(objs, rows, task_names, labels, names, out / "sparsity_front.png", title)
     plot_parallel_coordinates(objs, out / "sparsity_parallel.png", labels=labels, objective_names=names, title=title)
+    marked = [{**r, "pareto": bool(m)} for r, m in zip(rows, mask, strict=True)]
     payload = {"title": title, "task_names": task_names, "objectives": names, "hypervolume": hv,
-               "reference_point": ref.tolist(), "rows": [{**r, "pareto": bool(m)} for r, m in zip(rows, mask, strict=True)]}
+               "reference_point": ref.tolist(), "rows": marked}
     mio.write_json(out / "results.json", payload)
     mio.write_text(out / "results.md", md + "\n")
     return {"markdown": md, **payload}
