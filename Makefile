@@ -28,8 +28,12 @@ test-slow: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 
+# Peers for the min-norm benchmark are installed without their dependencies (LibMTL's would pull
+# torchvision); only their solver files are loaded, never copied.
 bench: $(STAMP)
-	$(PY) benchmarks/min_norm_bench.py --out docs/benchmarks.md
+	$(PY) -m pip install -q --no-deps LibMTL==1.1.5 torchjd==0.18.0
+	OMP_NUM_THREADS=1 $(PY) benchmarks/min_norm_bench.py --out docs/benchmarks_min_norm.md
+	OMP_NUM_THREADS=1 $(PY) benchmarks/step_overhead_bench.py --threads 1 --out docs/benchmarks_steps.md
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
