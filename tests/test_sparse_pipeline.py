@@ -40,11 +40,11 @@ def test_mdmtn_growl_reaches_group_sparsity_above_chance(tmp_path):
     # Retraining honours the tying plan: rows pruned by the search stay zero, and tied rows are shared.
     assert sparse["sparsity"]["zero_rows"] >= sparse["sparsity_after_search"]["zero_rows"]
     assert sparse["sparsity"]["unique_rows"] <= sparse["sparsity"]["total_rows"] - sparse["sparsity"]["zero_rows"]
-    assert torch.load(out / "k0_01" / "retrain" / "model.pt")  # the retrained weights were written
+    assert torch.load(out / "k0_0.01" / "retrain" / "model.pt")  # the retrained weights were written
     # Rerunning skips the finished points (resume at point granularity).
-    mtime = (out / "k0_01" / "result.json").stat().st_mtime_ns
+    mtime = (out / "k0_0.01" / "result.json").stat().st_mtime_ns
     again = run_sparse(cfg)
-    assert (out / "k0_01" / "result.json").stat().st_mtime_ns == mtime
+    assert (out / "k0_0.01" / "result.json").stat().st_mtime_ns == mtime
     assert json.loads((out / "results.json").read_text())["hypervolume"] == again["hypervolume"]
 
 

@@ -43,7 +43,7 @@ def test_sweep_resume_trains_only_missing_points(tmp_path, monkeypatch):
     rerun = []
     monkeypatch.setattr(sweep_mod, "run_experiment", lambda c, resume=False: rerun.append(c.out) or real(c, resume))
     report = run_preference_sweep(cfg, n_preferences=4)
-    assert sorted(rerun) == sorted(str(tmp_path / "lin" / f"linear_{i:02d}") for i in (2, 3))
+    assert sorted(rerun) == sorted(str(tmp_path / "lin" / name) for name in ("linear_0.6667-0.3333", "linear_1-0"))
     assert len(report.rows) == 4 and report.hypervolume >= 0
     prefs = [r["preference"] for r in report.rows]
     assert prefs[0] == [0.0, 1.0] and prefs[-1] == [1.0, 0.0]
@@ -62,6 +62,19 @@ def test_parallel_sweep_and_compare(tmp_path):
     assert set(cmp["hypervolume"]) == {"lin", "tch"}
     assert (tmp_path / "cmp" / "comparison.png").stat().st_size > 0
     assert lin.hypervolume >= 0
+
+
+def test_resume_reuses_matching_points_and_refuses_changed_settings(tmp_path, monkeypatch):
+    cfg = _cfg(tmp_path, "lin", {"name": "linear", "weights": [0.5, 0.5]})
+    run_preference_sweep(cfg, n_preferences=2)  # (0, 1) and (1, 0)
+    trained = []
+    real = sweep_mod.run_experiment
+    monkeypatch.setattr(sweep_mod, "run_experiment", lambda c, resume=False: trained.append(c.out) or real(c, resume))
+    report = run_preference_sweep(cfg, n_preferences=3)  # adds (0.5, 0.5) only
+    assert trained == [str(tmp_path / "lin" / "linear_0.5-0.5")] and len(report.rows) == 3
+    cfg.train.epochs = 2
+    with pytest.raises(ConfigError, match="holds a finished run with other settings"):
+        run_preference_sweep(cfg, n_preferences=3)
 
 
 def test_sweep_rejects_methods_without_preference(tmp_path):

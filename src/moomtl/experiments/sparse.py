@@ -26,6 +26,7 @@ from moomtl import io as mio
 from moomtl.config import ConfigError, ExperimentConfig, dump_config
 from moomtl.data.base import DataSplits
 from moomtl.experiments.run import build_data, make_trainer, validate_optimization
+from moomtl.experiments.sweep import check_same_config, point_dir_name
 from moomtl.methods.base import build_method
 from moomtl.models.base import count_parameters
 from moomtl.models.registry import build_model
@@ -139,12 +140,17 @@ def run_sparse(cfg: ExperimentConfig, console: Console | None = None) -> dict[st
     out.mkdir(parents=True, exist_ok=True)
     mio.write_text(out / "config.yaml", dump_config(cfg))
     rows = []
-    for i, k0 in enumerate(cfg.sparsity.k0):
-        point = out / f"k0_{i:02d}"
+    for k0 in cfg.sparsity.k0:
+        point = out / point_dir_name("k0", [k0])
+        point_cfg = copy.deepcopy(cfg)
+        point_cfg.sparsity.k0 = [k0]
+        point_cfg.out = str(point)
         if (point / RESULT).is_file():
+            check_same_config(point, point_cfg)
             summary = json.loads((point / RESULT).read_text())
             console.print(f"k0={k0}: already done")
         else:
+            mio.write_text(point / "config.yaml", dump_config(point_cfg))
             summary = run_sparse_point(cfg, k0, splits, point)
         f = summary["final"]
         accs = ", ".join(f"{t} {100 * f[f'test/{t}/acc']:.2f}%" for t in splits.task_names)

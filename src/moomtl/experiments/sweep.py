@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from moomtl.config import ConfigError, ExperimentConfig
 from moomtl.experiments.run import RESULT, run_experiment
@@ -30,7 +31,35 @@ class SweepPoint:
 
     @property
     def done(self) -> bool:
-        return (Path(self.cfg.out) / RESULT).is_file()
+        """Finished: ``result.json`` exists — and was trained with this very config (a folder reused
+        with other settings is an error, never silently mixed into the front)."""
+        if not (Path(self.cfg.out) / RESULT).is_file():
+            return False
+        check_same_config(Path(self.cfg.out), self.cfg)
+        return True
+
+
+def check_same_config(folder: Path, cfg: ExperimentConfig) -> None:
+    saved = folder / "config.yaml"
+    if saved.is_file() and _settings(yaml.safe_load(saved.read_text())) != _settings(cfg.to_dict()):
+        raise ConfigError(
+            f"{folder} holds a finished run with other settings (see its config.yaml); "
+            "choose another --out or delete that folder"
+        )
+
+
+def _settings(raw: dict[str, Any]) -> dict[str, Any]:
+    """What determines a run's result: everything but display options."""
+    out = copy.deepcopy(raw)
+    out.get("train", {}).pop("progress", None)
+    return out
+
+
+def point_dir_name(prefix: str, values: Sequence[float]) -> str:
+    """Folder name of a sweep point from its values (not its index), so resuming with a different
+    number of points reuses exactly the points that match. ``point_dir_name("tch", [0.25, 0.75])`` is
+    ``"tch_0.25-0.75"``."""
+    return prefix + "_" + "-".join(f"{v:.4g}" for v in values)
 
 
 def preference_points(
@@ -46,12 +75,12 @@ def preference_points(
     if cls.preference_param is None:
         raise ConfigError(f"method {name!r} takes no preference vector, so it cannot be swept")
     points = []
-    for i, pref in enumerate(np.asarray(preferences, dtype=float)):
+    for pref in np.asarray(preferences, dtype=float):
         cfg = copy.deepcopy(base)
         params = cfg.method_params if cfg.method_name == name else {}
         params[cls.preference_param] = [round(float(v), 6) for v in pref]
         cfg.method = {"name": name, **params}
-        cfg.out = str(out / f"{name}_{i:02d}")
+        cfg.out = str(out / point_dir_name(name, pref))
         label = "(" + ", ".join(f"{v:.2f}" for v in pref) + ")"
         points.append(SweepPoint(label=f"{name} {label}", cfg=cfg, preference=[float(v) for v in pref]))
     return points
