@@ -70,3 +70,21 @@ def test_cli_help_and_methods_list():
     assert result.exit_code == 0
     for name in ("linear", "uniform", "single_task"):
         assert name in result.output
+
+
+def test_cli_method_flag_replaces_the_method_section(tmp_path, monkeypatch):
+    import moomtl.experiments.run as run_mod
+
+    seen = {}
+
+    def fake_run(cfg, resume=False):
+        seen["method"] = cfg.method
+        return {"data": "d", "final": {}, "wall_seconds": 0.0}
+
+    monkeypatch.setattr(run_mod, "run_experiment", fake_run)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("method:\n  name: linear\n  weights: [1, 1]\n")
+    result = runner.invoke(app, ["train", "--config", str(cfg), "--method", "mgda_ub",
+                                 "--set", "method.normalization=l2"])
+    assert result.exit_code == 0, result.output
+    assert seen["method"] == {"name": "mgda_ub", "normalization": "l2"}

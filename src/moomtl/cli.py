@@ -62,7 +62,11 @@ def _config(config: Path | None, overrides: list[str] | None, **flags: Any) -> E
 def train(
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    method: Annotated[str | None, typer.Option(help="Method name (see `moomtl methods`).")] = None,
+    method: Annotated[
+        str | None,
+        typer.Option(help="Method name (see `moomtl methods`); replaces the config's method section, so "
+                          "give its hyper-parameters with --set method.<name>=<value>."),
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="Number of epochs.")] = None,
     device: Annotated[str | None, typer.Option(help="cpu (default), cuda, cuda:1 or auto.")] = None,
     out: Annotated[str | None, typer.Option(help="Output folder.")] = None,
@@ -72,8 +76,9 @@ def train(
     from moomtl.experiments.run import run_experiment
 
     def go() -> None:
-        cfg = _config(config, set_, **{"method.name": method, "train.epochs": epochs,
-                                       "train.device": device, "out": out})
+        method_section = [f"method={{name: {method}}}"] if method is not None else []
+        cfg = _config(config, [*method_section, *(set_ or [])],
+                      **{"train.epochs": epochs, "train.device": device, "out": out})
         summary = run_experiment(cfg, resume=resume)
         console.print(f"data: {summary['data']}")
         final = summary["final"]
