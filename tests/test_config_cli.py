@@ -88,3 +88,11 @@ def test_cli_method_flag_replaces_the_method_section(tmp_path, monkeypatch):
                                  "--set", "method.normalization=l2"])
     assert result.exit_code == 0, result.output
     assert seen["method"] == {"name": "mgda_ub", "normalization": "l2"}
+
+
+def test_cli_missing_data_root_is_one_clear_line(tmp_path):
+    result = runner.invoke(app, ["train", "--set", "data.source=mnist", "--set", f"data.root={tmp_path / 'none'}",
+                                 "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1, result.output
+    assert "data error:" in result.output and str(tmp_path / "none") in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "run" / "result.json").exists()
