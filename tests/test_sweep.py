@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -75,6 +76,22 @@ def test_resume_reuses_matching_points_and_refuses_changed_settings(tmp_path, mo
     cfg.train.epochs = 2
     with pytest.raises(ConfigError, match="holds a finished run with other settings"):
         run_preference_sweep(cfg, n_preferences=3)
+
+
+def test_sweep_reports_igd_to_a_reference_front(tmp_path):
+    cfg = _cfg(tmp_path, "lin", {"name": "linear", "weights": [0.5, 0.5]})
+    ref = tmp_path / "ref.csv"
+    ref.write_text("0.0,0.0\n")  # the ideal corner: IGD = distance of the closest point to the origin
+    report = run_preference_sweep(cfg, n_preferences=2, reference_front=ref)
+    saved = json.loads((tmp_path / "lin" / "results.json").read_text())
+    losses = np.array([[r["left/loss"], r["right/loss"]] for r in report.rows])
+    assert saved["igd"] == pytest.approx(np.linalg.norm(losses, axis=1).min())
+    assert saved["igd_plus"] == pytest.approx(saved["igd"])  # every point is dominated by the origin
+    assert "IGD+" in report.markdown
+    bad = tmp_path / "bad.csv"
+    bad.write_text("1,2,3\n")
+    with pytest.raises(ConfigError, match="one column per task"):
+        run_preference_sweep(cfg, n_preferences=2, reference_front=bad)
 
 
 def test_sweep_rejects_methods_without_preference(tmp_path):

@@ -115,6 +115,10 @@ def sweep(
     workers: Annotated[int, typer.Option(help="Train this many points in parallel processes.")] = 1,
     single_task: Annotated[bool, typer.Option(help="Also train one single-task baseline per task.")] = False,
     out: Annotated[str | None, typer.Option(help="Output folder of the sweep.")] = None,
+    reference_front: Annotated[
+        Path | None,
+        typer.Option(help="Reference front for IGD/IGD+: another sweep's results.json or a CSV (one column per task)."),
+    ] = None,
 ) -> None:
     """Train one model per preference vector, then write results.json/.md, the front plot and HV/IGD.
     Rerunning the same command resumes: finished points are not trained again."""
@@ -124,7 +128,7 @@ def sweep(
         cfg = _config(config, set_, out=out)
         report = run_preference_sweep(
             cfg, method=method, n_preferences=preferences, workers=workers, single_task=single_task,
-            console=console,
+            console=console, reference_front=reference_front,
         )
         console.print(report.markdown)
 

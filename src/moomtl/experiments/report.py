@@ -52,28 +52,58 @@ def front_markdown(rows: Sequence[dict[str, Any]], task_names: Sequence[str], ma
     return "\n".join(lines)
 
 
+def load_reference_front(path: Path, task_names: Sequence[str]) -> np.ndarray:
+    """Points of a reference front: another sweep's ``results.json`` (its per-task test losses) or a
+    CSV file with one row per point and one column per task (no header)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"reference front {path} not found")
+    try:
+        if path.suffix == ".json":
+            res = json.loads(path.read_text())
+            if list(res.get("task_names", [])) != list(task_names):
+                raise ConfigError(
+                    f"reference front {path} has tasks {res.get('task_names')}, expected {list(task_names)}"
+                )
+            points = objective_matrix(res["rows"], task_names)
+        else:
+            points = np.loadtxt(path, delimiter=",", ndmin=2)
+    except (ValueError, KeyError) as e:
+        raise ConfigError(f"reference front {path} is not readable: {e}") from None
+    if points.ndim != 2 or points.shape[1] != len(task_names) or len(points) == 0:
+        raise ConfigError(f"reference front {path} must have one column per task ({len(task_names)}), "
+                          f"got shape {points.shape}")
+    return points
+
+
 def write_front(
-    rows: list[dict[str, Any]], task_names: list[str], out: Path, title: str, extra: dict[str, Any] | None = None
+    rows: list[dict[str, Any]], task_names: list[str], out: Path, title: str, extra: dict[str, Any] | None = None,
+    reference_front: np.ndarray | None = None,
 ) -> SweepReport:
     """Write ``results.json``, ``results.md`` and ``pareto.png`` (2 tasks) or ``parallel.png``
-    (more tasks) for one set of runs; return the report."""
-    from moomtl.pareto import hypervolume, non_dominated, reference_point
+    (more tasks) for one set of runs; with a ``reference_front`` also IGD and IGD+ to it."""
+    from moomtl.pareto import hypervolume, igd, igd_plus, non_dominated, reference_point
 
     losses = objective_matrix(rows, task_names)
     mask = non_dominated(losses)
     ref = reference_point(losses, margin=0.1)
     hv = float(hypervolume(losses, ref))
+    indicators: dict[str, float] = {}
+    if reference_front is not None:
+        indicators = {"igd": float(igd(losses, reference_front)), "igd_plus": float(igd_plus(losses, reference_front))}
     data_line = [f"Data: {extra['data']}", ""] if extra and "data" in extra else []
     md = "\n".join([
         f"## {title}", "", *data_line,
         front_markdown(rows, task_names, mask), "",
         f"Hypervolume of the test-loss front: **{hv:.6g}** (reference point {np.round(ref, 4).tolist()}: "
         "nadir of the non-dominated runs + 10 % of their range; objectives = per-task test loss).",
+        *([f"IGD to the reference front: {indicators['igd']:.4g}; IGD+: {indicators['igd_plus']:.4g} "
+           f"({len(reference_front)} reference points)."] if reference_front is not None else []),
     ])
     _plot_front(rows, task_names, mask, out, title)
     marked = [{**r, "pareto": bool(m)} for r, m in zip(rows, mask, strict=True)]
     payload = {"title": title, "task_names": task_names, "objective": "test loss", "hypervolume": hv,
-               "reference_point": ref.tolist(), "rows": marked, **(extra or {})}
+               "reference_point": ref.tolist(), **indicators, "rows": marked, **(extra or {})}
     mio.write_json(out / RESULTS_JSON, payload)
     mio.write_text(out / "results.md", md + "\n")
     return SweepReport(rows=rows, task_names=task_names, hypervolume=hv, reference_point=ref.tolist(), markdown=md)
@@ -96,12 +126,12 @@ def _plot_front(rows: list[dict[str, Any]], task_names: list[str], mask: np.ndar
 def run_preference_sweep(
     cfg: ExperimentConfig, method: str | None = None, n_preferences: int = 11, workers: int = 1,
     single_task: bool = False, console: Console | None = None, title: str | None = None,
-    preferences: np.ndarray | None = None,
+    preferences: np.ndarray | None = None, reference_front: Path | None = None,
 ) -> SweepReport:
     """Train ``n_preferences`` models of ``method`` (default: the config's) on a Das-Dennis lattice
     of preferences, or on the rows of ``preferences`` when given (plus single-task baselines if
     asked), then write the front report to ``cfg.out``. Finished points are skipped, so rerunning
-    resumes."""
+    resumes. ``reference_front`` (see :func:`load_reference_front`) adds IGD/IGD+."""
     from moomtl.experiments.run import build_data
     from moomtl.pareto import lattice_for
 
@@ -113,6 +143,7 @@ def run_preference_sweep(
     out = Path(cfg.out)
     splits = build_data(cfg)  # builds (or reads the cache) once, before any worker starts
     task_names = list(splits.task_names)
+    ref_front = load_reference_front(reference_front, task_names) if reference_front is not None else None
     console.print(f"data: {splits.description}")
     prefs = lattice_for(n_preferences, len(task_names)) if preferences is None else np.asarray(preferences)
     if prefs.ndim != 2 or prefs.shape[1] != len(task_names):
@@ -133,7 +164,7 @@ def run_preference_sweep(
     rows = [result_row(p, s, task_names) for p, s in zip(points, summaries, strict=True)]
     name = method or cfg.method_name
     return write_front(rows, task_names, out, title or f"{name} sweep: {splits.description}",
-                       extra={"method": name, "data": splits.description})
+                       extra={"method": name, "data": splits.description}, reference_front=ref_front)
 
 
 def compare_sweeps(runs: Sequence[Path], out: Path) -> str:
