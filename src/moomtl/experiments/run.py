@@ -52,6 +52,12 @@ def build_method_from(cfg: ExperimentConfig) -> Method:
 
 
 def make_trainer(cfg: ExperimentConfig, model: Any, method: Method, out_dir: Path, **extra: Any) -> Trainer:
+    """The configured :class:`Trainer`; data sets with training-time augmentation get it here, so every
+    caller (single runs, sweeps, the sparse pipeline) trains the same way."""
+    if cfg.data.dataset == "cifar10mnist" and "train_transform" not in extra:
+        from moomtl.data.cifar10mnist import augment_train_batch
+
+        extra["train_transform"] = augment_train_batch  # RandomRotation(20), training batches only
     opt = dict(cfg.optimizer)
     sched = dict(cfg.scheduler) if cfg.scheduler else None
     try:
@@ -88,12 +94,7 @@ def run_experiment(cfg: ExperimentConfig, resume: bool = False, splits: DataSpli
         model = build_model(cfg.model.name, splits.task_names, splits.n_classes())
     except ValueError as e:
         raise ConfigError(f"model: {e}") from None
-    extra: dict[str, Any] = {}
-    if cfg.data.dataset == "cifar10mnist":
-        from moomtl.data.cifar10mnist import augment_train_batch
-
-        extra["train_transform"] = augment_train_batch  # RandomRotation(20), training batches only
-    trainer = make_trainer(cfg, model, method, out, **extra)
+    trainer = make_trainer(cfg, model, method, out)
     try:
         method.setup(splits.task_names, model)  # e.g. weights of the wrong length
     except ValueError as e:

@@ -203,10 +203,7 @@ class Trainer:
                 sched.step()
             metrics: dict[str, Any] = {"epoch": epoch + 1, "step": state.step}
             metrics.update({f"train/{k}": v for k, v in train_metrics.items()})
-            for split_name, data in (("val", splits.val), ("test", splits.test)):
-                if len(data):
-                    ev = evaluate(self.model, data, loss_fns, self.eval_batch_size, self.device)
-                    metrics.update({f"{split_name}/{k}": v for k, v in ev.items()})
+            metrics.update(self._evaluate_splits(splits, loss_fns))
             metrics["lr"] = opt.param_groups[0]["lr"]
             metrics["epoch_seconds"] = time.perf_counter() - t0
             state.epoch_metrics = metrics
@@ -219,14 +216,18 @@ class Trainer:
         for cb in listeners:
             cb.on_train_end(state)
         if self.out_dir is not None:
-            final: dict[str, Any] = {}
-            for split_name, data in (("val", splits.val), ("test", splits.test)):
-                if len(data):
-                    ev = evaluate(self.model, data, loss_fns, self.eval_batch_size, self.device)
-                    final.update({f"{split_name}/{k}": v for k, v in ev.items()})
-            mio.write_json(self.out_dir / "final_metrics.json", final)
+            mio.write_json(self.out_dir / "final_metrics.json", self._evaluate_splits(splits, loss_fns))
             mio.torch_save(self.model.state_dict(), self.out_dir / "model.pt")
         return result
+
+    def _evaluate_splits(self, splits: DataSplits, loss_fns: Mapping[str, LossFn]) -> dict[str, float]:
+        """``{"val/<task>/loss": ..., "test/<task>/acc": ...}`` over the non-empty val and test splits."""
+        out: dict[str, float] = {}
+        for split_name, data in (("val", splits.val), ("test", splits.test)):
+            if len(data):
+                ev = evaluate(self.model, data, loss_fns, self.eval_batch_size, self.device)
+                out.update({f"{split_name}/{k}": v for k, v in ev.items()})
+        return out
 
     def _train_epoch(
         self, data: MultiTaskTensors, loss_fns: Mapping[str, LossFn], opt: torch.optim.Optimizer,
