@@ -3,10 +3,19 @@ and results are reproducible."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+from hypothesis import settings
 
 torch.set_num_threads(1)
+
+# `.ci/run` sets HYPOTHESIS_PROFILE=ci: a fixed seed per test, so a red build is reproducible and never a
+# dice roll. Locally every run draws new examples (the default), which is how latent bugs surface; a
+# failure found that way is pinned with @example in the test.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture(scope="session")

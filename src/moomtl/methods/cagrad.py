@@ -24,9 +24,10 @@ mean loss. Everything is a function of the Gramian ``M`` (``g_w·g_0 = wᵀMb``,
 
 The dual is solved with SciPy's SLSQP (as the authors do) but with the analytic gradient, a
 ``1e-12`` tolerance, on the Gramian scaled by its largest diagonal entry (``F`` is homogeneous in
-``M``, so this only conditions the problem), and the best of the SLSQP answer and the uniform start is
-kept; the tests check it against a brute-force grid (T=2) and an SOCP solved by cvxpy. Task-specific
-parameters get their own gradients ``∇L_t``.
+``M``, so this only conditions the problem), then polished by exact min-norm QPs (see ``_polish``:
+SLSQP alone leaves relative errors ~1e-6); the best of that and the uniform start is kept. The tests
+check it against a brute-force grid (T=2), an SOCP solved by cvxpy, and strong duality (the primal
+``d`` attains ``F(w*)``). Task-specific parameters get their own gradients ``∇L_t``.
 """
 
 from __future__ import annotations
@@ -40,7 +41,11 @@ from scipy.optimize import minimize
 from torch import Tensor
 
 from moomtl.methods.base import Method, register, weights_info
+from moomtl.solvers.min_norm import min_norm
 from moomtl.train.context import StepContext
+
+# ‖g_w‖² (relative to max_t ‖g_t‖²) below which a min-norm point counts as zero: Pareto stationarity.
+_STATIONARY_TOL = 1e-14
 
 
 def cagrad_objective(w: np.ndarray, gramian: np.ndarray, c: float) -> float:
@@ -51,8 +56,16 @@ def cagrad_objective(w: np.ndarray, gramian: np.ndarray, c: float) -> float:
     return float(w @ gramian @ b) + c * g0_norm * math.sqrt(max(float(w @ gramian @ w), 0.0))
 
 
+def _min_norm_np(m: np.ndarray) -> np.ndarray:
+    return min_norm(torch.from_numpy(m)).numpy()
+
+
 def cagrad_dual_weights(gramian: np.ndarray, c: float) -> np.ndarray:
-    """``w* = argmin_{w ∈ Δ} F(w)`` (float64). Uniform for ``c = 0`` or a zero mean gradient."""
+    """``w* = argmin_{w ∈ Δ} F(w)`` (float64). Uniform for ``c = 0`` or a zero mean gradient.
+
+    For ``c ≥ 1`` and gradients whose convex hull holds 0 (Pareto stationarity), the min-norm weights
+    are returned: ``F ≥ (c − 1)‖g_0‖‖g_w‖ ≥ 0`` by Cauchy-Schwarz, so they are optimal with ``F = 0``.
+    """
     t = gramian.shape[0]
     b = np.full(t, 1.0 / t)
     scale = float(np.max(np.diag(gramian))) if t else 0.0
@@ -60,10 +73,16 @@ def cagrad_dual_weights(gramian: np.ndarray, c: float) -> np.ndarray:
         return b
     m = gramian / scale
     mb = m @ b
-    g0_norm = math.sqrt(max(float(b @ mb), 0.0))
-    if g0_norm == 0.0:
+    g0_sq = max(float(b @ mb), 0.0)
+    if g0_sq == 0.0:
         return b
-    k = c * g0_norm
+    k = c * math.sqrt(g0_sq)
+    if c >= 1:
+        # SLSQP would only get near the stationary point, and the ‖g_w‖ ≈ 1e-9 it leaves would be
+        # blown up into a noise direction by d = g_0 + c‖g_0‖ g_w / ‖g_w‖.
+        alpha = _min_norm_np(m)
+        if float(alpha @ m @ alpha) <= _STATIONARY_TOL:
+            return alpha
 
     def fun(w: np.ndarray) -> tuple[float, np.ndarray]:
         mw = m @ w
@@ -77,15 +96,57 @@ def cagrad_dual_weights(gramian: np.ndarray, c: float) -> np.ndarray:
     )
     w = np.clip(np.asarray(res.x, dtype=np.float64), 0.0, None)
     w = w / w.sum() if w.sum() > 0 else b
+    w = _polish(m, mb, g0_sq, k, w)
     return w if fun(w)[0] <= fun(b)[0] else b
+
+
+def _polish(m: np.ndarray, mb: np.ndarray, g0_sq: float, k: float, w: np.ndarray, max_iter: int = 8) -> np.ndarray:
+    """Refine SLSQP's answer (relative error ~1e-6) to ~1e-11 with exact QPs.
+
+    With ``√x = min_{s>0} (x/s + s)/2`` the dual is ``min_{w,s} wᵀMb + (k/2)(wᵀMw/s + s)``; for a fixed
+    ``s`` it is, up to a constant, the min-norm problem of the shifted gradients ``g_t + β g_0``
+    (``β = s/k``), solved exactly by :func:`~moomtl.solvers.min_norm.min_norm`, and at the optimum
+    ``s = ‖g_w‖``. So ``β*`` is the root of ``h(β) = ‖g_{w(β)}‖ − kβ``, found by secant steps from
+    SLSQP's ``β``. The ``w`` with the smallest ``|h|`` is kept unless it is worse than SLSQP's by ``F``.
+    """
+
+    def f(w: np.ndarray) -> float:
+        return float(w @ mb) + k * math.sqrt(max(float(w @ m @ w), 0.0))
+
+    def h(beta: float) -> tuple[float, np.ndarray]:
+        shifted = m + beta * (mb[:, None] + mb[None, :]) + beta**2 * g0_sq
+        w = _min_norm_np(shifted)
+        return math.sqrt(max(float(w @ m @ w), 0.0)) - k * beta, w
+
+    b0 = math.sqrt(max(float(w @ m @ w), 0.0)) / k
+    h0, w0 = h(b0)
+    best_h, best = abs(h0), w0  # the smallest |h| is the best KKT residual (F is flat near w*)
+    b1 = b0 + h0 / k  # the fixed-point step β ← ‖g_w‖ / k
+    for _ in range(max_iter):
+        if not (math.isfinite(b1) and b1 >= 0) or best_h <= 1e-15:
+            break
+        h1, w1 = h(b1)
+        if abs(h1) < best_h:
+            best_h, best = abs(h1), w1
+        if h1 == h0:
+            break
+        b0, h0, b1 = b1, h1, b1 - h1 * (b1 - b0) / (h1 - h0)
+    return best if f(best) <= f(w) + 1e-12 * (abs(f(w)) + 1.0) else w
 
 
 def cagrad_coefficients(gramian: Tensor, c: float, rescale: int = 1) -> Tensor:
     """``v`` (``[T]``, float64) such that the CAGrad update is ``Σ_t v_t g_t``.
 
+    At a Pareto-stationary point (0 in the convex hull of the gradients) with ``c ≥ 1``, ``d = 0`` lies
+    in the ball and is optimal (no ``d`` improves every task), so ``v = 0``; with ``c < 1`` the mean
+    gradient is returned there.
+
     >>> M = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     >>> cagrad_coefficients(M, c=0.0).tolist()   # c = 0: the mean gradient
     [0.5, 0.5]
+    >>> J = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]])   # g2 = -g1, but g_0 ≠ 0
+    >>> cagrad_coefficients(J @ J.T, c=1.0).tolist()   # c ≥ 1: no update
+    [0.0, 0.0, 0.0]
     """
     if rescale not in (0, 1, 2):
         raise ValueError(f"rescale must be 0, 1 or 2, got {rescale}")
@@ -101,10 +162,14 @@ def cagrad_coefficients(gramian: Tensor, c: float, rescale: int = 1) -> Tensor:
     b = np.full(t, 1.0 / t)
     w = cagrad_dual_weights(m, c)
     g0_norm = math.sqrt(max(float(b @ m @ b), 0.0))
-    gw_norm = math.sqrt(max(float(w @ m @ w), 0.0))
-    # g_w = 0 means 0 is in the convex hull (Pareto stationary): the ball term vanishes with it.
-    lam = c * g0_norm / gw_norm if gw_norm > 1e-12 * math.sqrt(max(float(np.max(np.diag(m))), 0.0)) else 0.0
-    v = b + lam * w
+    gw_sq = max(float(w @ m @ w), 0.0)
+    scale = max(float(np.max(np.diag(m))), 0.0)
+    if gw_sq > _STATIONARY_TOL * scale:
+        v = b + (c * g0_norm / math.sqrt(gw_sq)) * w
+    elif c >= 1 and g0_norm > 0:
+        v = np.zeros(t)
+    else:
+        v = b  # c < 1 (or g_0 = 0): the ball term vanishes with g_w
     v = v / {0: 1.0, 1: 1.0 + c**2, 2: 1.0 + c}[rescale]
     return torch.from_numpy(v)
 
