@@ -71,3 +71,28 @@ def test_iterate_batches_covers_every_index_once():
     batches = iterate_batches(103, 10, g)
     assert sorted(torch.cat(batches).tolist()) == list(range(103))
     assert [len(b) for b in batches][-1] == 3
+
+
+def test_uint8_storage_trains_exactly_like_normalized_floats(tmp_path):
+    """Images kept as uint8 (normalized per batch) give the same run as images normalized up front."""
+    from moomtl.data.base import DataSplits, MultiTaskTensors
+
+    gen = torch.Generator().manual_seed(0)
+    raw = torch.randint(0, 256, (96, 1, 28, 28), generator=gen, dtype=torch.uint8)
+    y = torch.randint(0, 10, (96, 2), generator=gen)
+    mean, std = (0.2,), (0.3,)
+    stored = MultiTaskTensors(raw, y, ("left", "right"), mean=mean, std=std)
+    floats = MultiTaskTensors((raw.float() / 255 - 0.2) / 0.3, y, ("left", "right"))
+    assert torch.equal(stored.images(torch.arange(96)), floats.x)
+    assert torch.equal(stored[5][0], floats[5][0]) and stored.subset(10).mean == mean
+    runs = []
+    for data in (stored, floats):
+        res = _trainer(None, 2).fit(DataSplits(data, data.subset(32), data.subset(32), "random"))
+        runs.append({k: v for k, v in res.final.items() if not k.endswith("seconds")})
+    assert runs[0] == runs[1]
+    with pytest.raises(ValueError, match="mean and a std per channel"):
+        MultiTaskTensors(raw, y, ("left", "right"))
+    with pytest.raises(ValueError, match="only used with uint8"):
+        MultiTaskTensors(floats.x, y, ("left", "right"), mean=mean, std=std)
+    with pytest.raises(ValueError, match="positive"):
+        MultiTaskTensors(raw, y, ("left", "right"), mean=mean, std=(0.0,))

@@ -85,7 +85,7 @@ def evaluate(
     loss_sum = dict.fromkeys(names, 0.0)
     correct = dict.fromkeys(names, 0)
     for idx in iterate_batches(len(data), batch_size, None):
-        x = data.x[idx].to(device)
+        x = data.images(idx).to(device)
         y = data.y[idx].to(device)
         out = model(x)
         for t, name in enumerate(names):
@@ -240,7 +240,7 @@ class Trainer:
         counts = 0
         bar = _progress(len(batches), f"epoch {state.epoch + 1}/{self.epochs}", self.progress)
         for idx in batches:
-            x = data.x[idx]
+            x = data.images(idx)
             if self.train_transform is not None:
                 x = self.train_transform(x, gen)
             x = x.to(self.device)
