@@ -309,6 +309,34 @@ def test_average_conversion_is_the_mean_of_recorded_iterates():
     assert torch.allclose(model.theta.detach(), torch.stack(seen).mean(0))
 
 
+def test_burn_in_leaves_the_first_iterates_out_of_the_output():
+    model = Point((0.0, 0.0))
+    m = OMDTCH(preference=[0.5, 0.5], conversion="average", burn_in=3)
+    m.setup(["a", "b"], model)
+    seen = []
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(7):
+        opt.zero_grad()
+        seen.append(model.theta.detach().clone())
+        losses = quadratic_losses(model, torch.zeros(2, 2, dtype=D))
+        m.backward(losses, StepContext(model, losses))
+        opt.step()
+    m.on_train_end(TrainState(model=model, optimizer=opt))
+    assert torch.allclose(model.theta.detach(), torch.stack(seen[3:]).mean(0))
+    assert not torch.allclose(model.theta.detach(), torch.stack(seen).mean(0))
+    # Adaptive: only post-burn-in iterates are offered, thinned by archive_every from the first of them.
+    m = OMDTCH(preference=[0.3, 0.7], conversion="adaptive", burn_in=10, archive_every=5, archive_size=1000)
+    train(m, Point(), steps=50, sigma=0.0)
+    assert m.archive.total_credit == pytest.approx(8)
+    # Burn-in longer than the run: nothing recorded, the last iterate is kept.
+    model = Point()
+    m = OMDTCH(preference=[0.3, 0.7], conversion="average", burn_in=100)
+    opt = train(m, model, steps=20, sigma=0.0)
+    last = model.theta.detach().clone()
+    m.on_train_end(TrainState(model=model, optimizer=opt))
+    assert torch.equal(model.theta.detach(), last)
+
+
 @pytest.mark.parametrize("conversion", ["average", "adaptive"])
 def test_state_dict_round_trip_reproduces_the_run(conversion):
     lam = [0.3, 0.7]
@@ -360,6 +388,8 @@ def test_hyperparameters_are_validated():
         ({"dual_lr": 0.0}, "dual_lr"),
         ({"archive_size": 0}, "archive_size"),
         ({"archive_every": 0}, "archive_every"),
+        ({"burn_in": -1}, "burn_in"),
+        ({"burn_in": 2.5}, "burn_in"),
     ):
         with pytest.raises(ValueError, match=msg):
             build_method("omd_tch", **kw)

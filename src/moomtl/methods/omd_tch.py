@@ -213,6 +213,9 @@ class OMDTCH(PreferenceMethod):
         archive_size: cap on the number of parameter copies the adaptive archive keeps.
         archive_every: offer every ``archive_every``-th iterate to the archive (fewer comparisons
             and copies; each offered iterate carries credit 1).
+        burn_in: the first ``burn_in`` steps' iterates are left out of the ``"average"`` and
+            ``"adaptive"`` outputs. The average of *every* iterate includes the random initialization
+            and the early, far-from-optimal iterates, which the ``1/S`` rate only slowly washes out.
 
     State (in ``state_dict``): the dual ``p`` and step counter as buffers; the archive (loss vectors,
     credits, parameter copies) and the running average as extra state.
@@ -221,7 +224,7 @@ class OMDTCH(PreferenceMethod):
     def __init__(
         self, preference: Sequence[float] | None = None, ideal: IdealSpec = None, margin: float = 1e-3,
         dual_lr: float = 0.1, dual: str = "eg", conversion: str = "adaptive", archive_size: int = 16,
-        archive_every: int = 1,
+        archive_every: int = 1, burn_in: int = 0,
     ) -> None:
         super().__init__(preference, ideal, margin)
         if not (isinstance(dual_lr, int | float) and 0 < dual_lr < float("inf")):
@@ -234,7 +237,10 @@ class OMDTCH(PreferenceMethod):
             raise ValueError(f"archive_size must be a positive integer, got {archive_size!r}")
         if not isinstance(archive_every, int) or archive_every < 1:
             raise ValueError(f"archive_every must be a positive integer, got {archive_every!r}")
+        if not isinstance(burn_in, int) or burn_in < 0:
+            raise ValueError(f"burn_in must be a non-negative integer (steps), got {burn_in!r}")
         self.dual_lr = float(dual_lr)
+        self.burn_in = burn_in
         self.dual = dual
         self.conversion = conversion
         self.archive_size = archive_size
@@ -289,6 +295,9 @@ class OMDTCH(PreferenceMethod):
 
     def _record_iterate(self, model: nn.Module, losses: Tensor) -> None:
         self.steps_seen.add_(1)
+        seen = int(self.steps_seen) - self.burn_in  # 1 for the first iterate after the burn-in
+        if seen < 1:
+            return
         if self.conversion == "average":
             state = model.state_dict()
             self._n_averaged += 1
@@ -297,7 +306,7 @@ class OMDTCH(PreferenceMethod):
             else:
                 for k, avg in self._average.items():
                     avg.add_(state[k].detach() - avg, alpha=1.0 / self._n_averaged)
-        elif self.conversion == "adaptive" and (int(self.steps_seen) - 1) % self.archive_every == 0:
+        elif self.conversion == "adaptive" and (seen - 1) % self.archive_every == 0:
             self.archive.update(losses, lambda: copy_state(model))
 
     # --- output ------------------------------------------------------------------------------------
