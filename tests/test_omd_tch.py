@@ -438,3 +438,36 @@ def test_trainer_resume_reproduces_the_output(tmp_path, name, kw):
         # the model now holds the converted output, not the last iterate saved in the checkpoint
         last = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)["model"]
         assert any(not torch.equal(last[k], v) for k, v in full.model.state_dict().items())
+
+
+def test_epoch_archive_compares_validation_losses(tmp_path):
+    from moomtl.data.base import DataSplits
+    from moomtl.models.lenet import hps_lenet
+    from moomtl.train.trainer import Trainer, TrainingError
+
+    def trainer(**kw):
+        torch.manual_seed(0)
+        method = build_method("omd_tch", preference=[0.3, 0.7], conversion="adaptive", archive_on="epoch", **kw)
+        return Trainer(hps_lenet(), method, optimizer_kwargs={"lr": 0.05, "momentum": 0.9}, epochs=3,
+                       batch_size=32, seed=1)
+
+    splits = _synthetic_splits()
+    t = trainer(archive_size=100)
+    res = t.fit(splits)
+    archive = t.method.archive
+    assert archive.total_credit == pytest.approx(3)  # one offer per epoch, none per step
+    val = [(h["val/left/loss"], h["val/right/loss"]) for h in res.history]
+    assert set(archive.losses) <= set(val)
+    # The archive holds exactly the non-dominated epoch-end models, by validation loss.
+    non_dominated = [v for v in val if not any(u != v and u[0] <= v[0] and u[1] <= v[1] for u in val)]
+    assert sorted(archive.losses) == sorted(set(non_dominated))
+    # burn_in (steps) skips the epochs that end inside it: 192/32 = 6 steps per epoch.
+    t = trainer(burn_in=6)
+    t.fit(splits)
+    assert t.method.archive.total_credit == pytest.approx(2)
+    # Without a validation split there is nothing to compare: one clear error.
+    no_val = DataSplits(splits.train, splits.train.subset(0), splits.test, "no val")
+    with pytest.raises(TrainingError, match="validation split"):
+        trainer().fit(no_val)
+    with pytest.raises(ValueError, match="archive_on"):
+        build_method("omd_tch", archive_on="batch")

@@ -26,7 +26,9 @@ records it in :meth:`backward`, before the optimizer step (``TrainState.step_los
 losses, but at ``on_step_end`` the model already holds ``θ^{(s+1)}``). Differences from the authors'
 code: their archive stores ``model.state_dict()`` *references* (which later in-place updates
 overwrite) — we store copies; and their dominance losses come from separately evaluated local models
-— we use the batch losses of every ``archive_every``-th step.
+— by default (``archive_on="step"``) we use the batch losses of every ``archive_every``-th step, which
+are noisy, so dominance is partly decided by the batch; ``archive_on="epoch"`` offers the end-of-epoch
+model with its *validation* losses instead (few, low-noise comparisons on held-out data).
 """
 
 from __future__ import annotations
@@ -42,11 +44,12 @@ from torch import Tensor, nn
 from moomtl.methods.base import register, weights_info
 from moomtl.methods.chebyshev import IdealSpec, PreferenceMethod
 from moomtl.solvers.simplex import exponentiated_gradient_step, project_simplex
-from moomtl.train.callbacks import TrainState
+from moomtl.train.callbacks import TrainingError, TrainState
 from moomtl.train.context import StepContext
 
 DUALS = ("eg", "euclidean")
 CONVERSIONS = ("last", "average", "adaptive")
+ARCHIVE_ON = ("step", "epoch")
 
 
 @dataclass(frozen=True)
@@ -213,6 +216,8 @@ class OMDTCH(PreferenceMethod):
         archive_size: cap on the number of parameter copies the adaptive archive keeps.
         archive_every: offer every ``archive_every``-th iterate to the archive (fewer comparisons
             and copies; each offered iterate carries credit 1).
+        archive_on: ``"step"`` (offer iterates with their batch losses) or ``"epoch"`` (offer the model
+            at each epoch's end with its validation losses; needs a validation split).
         burn_in: the first ``burn_in`` steps' iterates are left out of the ``"average"`` and
             ``"adaptive"`` outputs. The average of *every* iterate includes the random initialization
             and the early, far-from-optimal iterates, which the ``1/S`` rate only slowly washes out.
@@ -224,7 +229,7 @@ class OMDTCH(PreferenceMethod):
     def __init__(
         self, preference: Sequence[float] | None = None, ideal: IdealSpec = None, margin: float = 1e-3,
         dual_lr: float = 0.1, dual: str = "eg", conversion: str = "adaptive", archive_size: int = 16,
-        archive_every: int = 1, burn_in: int = 0,
+        archive_every: int = 1, burn_in: int = 0, archive_on: str = "step",
     ) -> None:
         super().__init__(preference, ideal, margin)
         if not (isinstance(dual_lr, int | float) and 0 < dual_lr < float("inf")):
@@ -239,8 +244,11 @@ class OMDTCH(PreferenceMethod):
             raise ValueError(f"archive_every must be a positive integer, got {archive_every!r}")
         if not isinstance(burn_in, int) or burn_in < 0:
             raise ValueError(f"burn_in must be a non-negative integer (steps), got {burn_in!r}")
+        if archive_on not in ARCHIVE_ON:
+            raise ValueError(f"archive_on must be one of {ARCHIVE_ON}, got {archive_on!r}")
         self.dual_lr = float(dual_lr)
         self.burn_in = burn_in
+        self.archive_on = archive_on
         self.dual = dual
         self.conversion = conversion
         self.archive_size = archive_size
@@ -306,7 +314,7 @@ class OMDTCH(PreferenceMethod):
             else:
                 for k, avg in self._average.items():
                     avg.add_(state[k].detach() - avg, alpha=1.0 / self._n_averaged)
-        elif self.conversion == "adaptive" and (seen - 1) % self.archive_every == 0:
+        elif self.conversion == "adaptive" and self.archive_on == "step" and (seen - 1) % self.archive_every == 0:
             self.archive.update(losses, lambda: copy_state(model))
 
     # --- output ------------------------------------------------------------------------------------
@@ -321,6 +329,18 @@ class OMDTCH(PreferenceMethod):
             states = [{k: v.to(current[k].device) for k, v in s.items()} for s in self.archive.payloads]
             return weighted_average_state(states, self.archive.credits)
         return None
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        if self.conversion != "adaptive" or self.archive_on != "epoch" or int(self.steps_seen) <= self.burn_in:
+            return
+        keys = [f"val/{t}/loss" for t in self.task_names]
+        missing = [k for k in keys if k not in state.epoch_metrics]
+        if missing:
+            raise TrainingError(
+                "omd_tch with archive_on='epoch' compares validation losses, but this run has none "
+                f"({', '.join(missing)}): give it a validation split or use archive_on='step'"
+            )
+        self.archive.update([float(state.epoch_metrics[k]) for k in keys], lambda: copy_state(state.model))
 
     def on_train_end(self, state: TrainState) -> None:
         new = self.converted_state(state.model)

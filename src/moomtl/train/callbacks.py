@@ -10,6 +10,10 @@ from torch import nn
 from torch.optim import Optimizer
 
 
+class TrainingError(RuntimeError):
+    """Training cannot continue (diverged loss, unusable checkpoint, a callback's unmet requirement)."""
+
+
 @dataclass
 class TrainState:
     """What a callback may read (and, for ``model``, modify in place) at each event."""

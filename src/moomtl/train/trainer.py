@@ -28,16 +28,12 @@ from moomtl import io as mio
 from moomtl.data.base import DataSplits, MultiTaskTensors
 from moomtl.methods.base import Method
 from moomtl.models.base import MultiTaskModel
-from moomtl.train.callbacks import Callback, TrainState
+from moomtl.train.callbacks import Callback, TrainingError, TrainState
 from moomtl.train.context import StepContext
 
 CHECKPOINT = "checkpoint.pt"
 LossFn = Callable[[Tensor, Tensor], Tensor]
 BatchTransform = Callable[[Tensor, torch.Generator], Tensor]
-
-
-class TrainingError(RuntimeError):
-    """Training cannot continue (diverged loss, unusable checkpoint, ...)."""
 
 
 @dataclass
