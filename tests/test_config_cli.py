@@ -96,3 +96,30 @@ def test_cli_missing_data_root_is_one_clear_line(tmp_path):
     assert result.exit_code == 1, result.output
     assert "data error:" in result.output and str(tmp_path / "none") in result.output
     assert "Traceback" not in result.output and not (tmp_path / "run" / "result.json").exists()
+
+
+def test_cli_sweep_method_flag_keeps_the_users_method_settings(tmp_path, monkeypatch):
+    """`sweep --method X --set method.p=v` must sweep X *with* p=v (it used to drop every --set method.*
+    when the config named another method); a config that already names X keeps its settings."""
+    import moomtl.experiments.report as report_mod
+
+    seen = []
+
+    class Report:
+        markdown = "ok"
+
+    def fake_sweep(cfg, method=None, **kw):
+        seen.append((method, cfg.method))
+        return Report()
+
+    monkeypatch.setattr(report_mod, "run_preference_sweep", fake_sweep)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("method:\n  name: linear\n  weights: [1, 1]\n")
+    result = runner.invoke(app, ["sweep", "--config", str(cfg), "--method", "omd_tch",
+                                 "--set", "method.archive_on=epoch"])
+    assert result.exit_code == 0, result.output
+    assert seen[-1] == ("omd_tch", {"name": "omd_tch", "archive_on": "epoch"})
+    cfg.write_text("method:\n  name: tch\n  ideal: online\n")
+    result = runner.invoke(app, ["sweep", "--config", str(cfg), "--method", "tch", "--set", "method.margin=0.1"])
+    assert result.exit_code == 0, result.output
+    assert seen[-1] == ("tch", {"name": "tch", "ideal": "online", "margin": 0.1})

@@ -58,14 +58,23 @@ def _config(config: Path | None, overrides: list[str] | None, **flags: Any) -> E
     return load_config(config, [*(overrides or []), *extra])
 
 
+def _method_overrides(config: Path | None, method: str | None, overrides: list[str] | None) -> list[str]:
+    """``--method X`` as config overrides placed *before* the user's ``--set``: the config's method
+    section is replaced by ``{name: X}`` unless it already names ``X`` (then its hyper-parameters
+    stay), so ``--set method.<param>=<value>`` always reaches the method that runs."""
+    if method is None or load_config(config, []).method_name == method:
+        return list(overrides or [])
+    return [f"method={{name: {method}}}", *(overrides or [])]
+
+
 @app.command()
 def train(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     method: Annotated[
         str | None,
-        typer.Option(help="Method name (see `moomtl methods`); replaces the config's method section, so "
-                          "give its hyper-parameters with --set method.<name>=<value>."),
+        typer.Option(help="Method name (see `moomtl methods`); replaces the config's method section unless "
+                          "it names the same method; give hyper-parameters with --set method.<name>=<value>."),
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Number of epochs.")] = None,
     device: Annotated[str | None, typer.Option(help="cpu (default), cuda, cuda:1 or auto.")] = None,
@@ -76,8 +85,7 @@ def train(
     from moomtl.experiments.run import run_experiment
 
     def go() -> None:
-        method_section = [f"method={{name: {method}}}"] if method is not None else []
-        cfg = _config(config, [*method_section, *(set_ or [])],
+        cfg = _config(config, _method_overrides(config, method, set_),
                       **{"train.epochs": epochs, "train.device": device, "out": out})
         summary = run_experiment(cfg, resume=resume)
         console.print(f"data: {summary['data']}")
@@ -110,7 +118,11 @@ def methods() -> None:
 def sweep(
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    method: Annotated[str | None, typer.Option(help="Method to sweep (must take a preference).")] = None,
+    method: Annotated[
+        str | None,
+        typer.Option(help="Method to sweep (must take a preference); replaces the config's method section "
+                          "unless it names the same method; hyper-parameters: --set method.<name>=<value>."),
+    ] = None,
     preferences: Annotated[int, typer.Option(help="Number of preference vectors (Das-Dennis lattice).")] = 11,
     workers: Annotated[int, typer.Option(help="Train this many points in parallel processes.")] = 1,
     single_task: Annotated[bool, typer.Option(help="Also train one single-task baseline per task.")] = False,
@@ -125,7 +137,7 @@ def sweep(
     from moomtl.experiments.report import run_preference_sweep
 
     def go() -> None:
-        cfg = _config(config, set_, out=out)
+        cfg = _config(config, _method_overrides(config, method, set_), out=out)
         report = run_preference_sweep(
             cfg, method=method, n_preferences=preferences, workers=workers, single_task=single_task,
             console=console, reference_front=reference_front,

@@ -7,6 +7,7 @@ line saying which key and what is expected.
 .. code-block:: yaml
 
     data: {dataset: multimnist, source: auto, n_train: 20000, n_val: 2000, n_test: 5000, seed: 0}
+    # or: data: {dataset: celeba, root: /data/celeba, image_size: 64, attributes: [Smiling, Male]}
     model: {name: hps_lenet}
     method: {name: linear, weights: [0.5, 0.5]}      # every key but `name` is a method hyper-parameter
     optimizer: {name: SGD, lr: 0.01, momentum: 0.9}  # every key but `name` goes to torch.optim.<name>
@@ -34,15 +35,19 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    dataset: str = "multimnist"  # multimnist | multifashion | multifashion+mnist | cifar10mnist
+    dataset: str = "multimnist"  # multimnist | multifashion | multifashion+mnist | cifar10mnist | celeba
     source: str = "auto"  # gray digits: auto | mnist | mnist5k | fashion
-    root: str | None = None  # folder with the official MNIST files (source=mnist)
+    # Folder with the official MNIST files (source=mnist); for dataset=celeba the CelebA root (holding
+    # list_attr_celeba.txt, list_eval_partition.txt, img_align_celeba/, or Anno/ Eval/ Img/).
+    root: str | None = None
     cifar_root: str | None = None  # folder holding cifar-10-batches-py (dataset=cifar10mnist)
-    n_train: int | None = None
+    n_train: int | None = None  # celeba: seeded random subsets of the official splits
     n_val: int | None = None
     n_test: int | None = None
     seed: int = 0
     cache_dir: str | None = None
+    image_size: int = 64  # celeba only: side of the square resized images
+    attributes: list[str] | None = None  # celeba only: the attribute tasks (all 40 when null)
 
 
 @dataclass
@@ -209,6 +214,10 @@ def parse_config(raw: dict[str, Any] | None) -> ExperimentConfig:
         v = getattr(cfg.data, key)
         if v is not None and v < 0:
             raise ConfigError(f"data.{key} must be ≥ 0, got {v}")
+    if cfg.data.image_size < 1:
+        raise ConfigError(f"data.image_size must be ≥ 1, got {cfg.data.image_size}")
+    if cfg.data.attributes is not None and cfg.data.dataset != "celeba":
+        raise ConfigError(f"data.attributes only applies to dataset celeba, not {cfg.data.dataset!r}")
     return cfg
 
 

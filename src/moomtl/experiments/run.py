@@ -38,9 +38,25 @@ def build_data(cfg: ExperimentConfig) -> DataSplits:
             cifar_root=d.cifar_root, mnist_source=d.source, mnist_root=d.root, seed=d.seed,
             n_train=d.n_train, n_val=d.n_val, n_test=d.n_test, cache_dir=d.cache_dir,
         )
+    if d.dataset == "celeba":
+        from moomtl.data.celeba import build_celeba, check_attributes
+
+        if d.root is None:
+            raise ConfigError(
+                "data.root: dataset celeba needs the CelebA root (the folder holding list_attr_celeba.txt, "
+                "list_eval_partition.txt and img_align_celeba/, or Anno/, Eval/ and Img/)"
+            )
+        try:
+            check_attributes(d.attributes)
+        except ValueError as e:
+            raise ConfigError(f"data.attributes: {e}") from None
+        return build_celeba(
+            d.root, image_size=d.image_size, attributes=d.attributes, n_train=d.n_train, n_val=d.n_val,
+            n_test=d.n_test, seed=d.seed, cache_dir=d.cache_dir,
+        )
     raise ConfigError(
         f"data.dataset: unknown data set {d.dataset!r}; choose multimnist, multifashion, "
-        "multifashion+mnist or cifar10mnist"
+        "multifashion+mnist, cifar10mnist or celeba"
     )
 
 
@@ -91,7 +107,8 @@ def run_experiment(cfg: ExperimentConfig, resume: bool = False, splits: DataSpli
     splits = splits if splits is not None else build_data(cfg)
     torch.manual_seed(cfg.train.seed)  # model init depends on the run seed only
     try:
-        model = build_model(cfg.model.name, splits.task_names, splits.n_classes())
+        model = build_model(cfg.model.name, splits.task_names, splits.n_classes(),
+                            input_shape=tuple(splits.train.x.shape[1:]))
     except ValueError as e:
         raise ConfigError(f"model: {e}") from None
     trainer = make_trainer(cfg, model, method, out)

@@ -1,12 +1,14 @@
-"""Models by name, for configs and the CLI. Each builder gets the task names and class counts."""
+"""Models by name, for configs and the CLI. Each builder gets the task names and class counts; builders
+whose layers depend on the input size also take ``input_shape`` (``(C, H, W)`` of one image)."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 
 from moomtl.models.base import MultiTaskModel
 
-ModelBuilder = Callable[[Sequence[str], Sequence[int]], MultiTaskModel]
+ModelBuilder = Callable[..., MultiTaskModel]  # (task_names, n_classes[, input_shape=...]) -> model
 
 
 def _hps_lenet(task_names: Sequence[str], n_classes: Sequence[int]) -> MultiTaskModel:
@@ -25,16 +27,41 @@ def _lazy(name: str) -> ModelBuilder:
     return build
 
 
+def _resnet18_celeba(
+    task_names: Sequence[str], n_classes: Sequence[int], input_shape: Sequence[int] | None = None
+) -> MultiTaskModel:
+    from moomtl.models.resnet import resnet18_hps
+
+    channels, size = 3, 64
+    if input_shape is not None:
+        if len(input_shape) != 3 or input_shape[1] != input_shape[2]:
+            raise ValueError(f"resnet18_celeba needs square images (C, S, S), got input shape {tuple(input_shape)}")
+        channels, size = int(input_shape[0]), int(input_shape[1])
+    # Binary attributes always get two logits, also when a small subset happens to lack one class.
+    return resnet18_hps(task_names, [max(int(c), 2) for c in n_classes], image_size=size, in_channels=channels)
+
+
 MODELS: dict[str, tuple[ModelBuilder, str]] = {
     "hps_lenet": (_hps_lenet, "HPS LeNet of Sener & Koltun (MultiMNIST-shaped 1x28x28 input)"),
     "mdmtn_multimnist": (_lazy("mdmtn_multimnist"), "MDMTN of Hotegni et al., MultiMNIST shape (1x28x28)"),
     "hps_multimnist": (_lazy("hps_multimnist"), "HPS counterpart of MDMTN, MultiMNIST shape (1x28x28)"),
     "mdmtn_cifar10mnist": (_lazy("mdmtn_cifar10mnist"), "MDMTN of Hotegni et al., Cifar10Mnist shape (3x32x32)"),
     "hps_cifar10mnist": (_lazy("hps_cifar10mnist"), "HPS counterpart of MDMTN, Cifar10Mnist shape (3x32x32)"),
+    "resnet18_celeba": (
+        _resnet18_celeba,
+        "CIFAR-style ResNet-18 + one linear head per task of Sener & Koltun, CelebA (3x64x64; any square size ≥ 25)",
+    ),
 }
 
 
-def build_model(name: str, task_names: Sequence[str], n_classes: Sequence[int]) -> MultiTaskModel:
+def build_model(
+    name: str, task_names: Sequence[str], n_classes: Sequence[int], input_shape: Sequence[int] | None = None
+) -> MultiTaskModel:
+    """Build model ``name``; ``input_shape`` goes to builders that size their layers from it (others have a
+    fixed input shape and ignore it)."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
-    return MODELS[name][0](task_names, n_classes)
+    builder = MODELS[name][0]
+    if input_shape is not None and "input_shape" in inspect.signature(builder).parameters:
+        return builder(task_names, n_classes, input_shape=tuple(input_shape))
+    return builder(task_names, n_classes)
