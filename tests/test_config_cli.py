@@ -20,6 +20,8 @@ runner = CliRunner()
         ({"method": {"weights": [1, 1]}}, "method.name is required"),
         ({"data": {"n_train": -5}}, "data.n_train must be ≥ 0"),
         ({"data": "multimnist"}, "data: expected a mapping"),
+        ({"data": {"image_size": 32}}, "data.image_size only applies to dataset celeba"),
+        ({"data": {"attributes": ["Smiling"]}}, "data.attributes only applies to dataset celeba"),
     ],
 )
 def test_config_errors_are_one_clear_line(raw, message):

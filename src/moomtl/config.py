@@ -216,6 +216,8 @@ def parse_config(raw: dict[str, Any] | None) -> ExperimentConfig:
             raise ConfigError(f"data.{key} must be ≥ 0, got {v}")
     if cfg.data.image_size < 1:
         raise ConfigError(f"data.image_size must be ≥ 1, got {cfg.data.image_size}")
+    if cfg.data.image_size != DataConfig.image_size and cfg.data.dataset != "celeba":
+        raise ConfigError(f"data.image_size only applies to dataset celeba, not {cfg.data.dataset!r}")
     if cfg.data.attributes is not None and cfg.data.dataset != "celeba":
         raise ConfigError(f"data.attributes only applies to dataset celeba, not {cfg.data.dataset!r}")
     return cfg

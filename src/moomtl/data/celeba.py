@@ -27,7 +27,8 @@ into file order). The same ``seed`` gives nested subsets: the first ``n`` of one
 
 Decoding ~200k JPEGs takes minutes, so the decoded uint8 arrays are cached on disk (see
 :mod:`moomtl.data.cache`), keyed by the two text files (path, size, mtime and a hash of their bytes), the
-image folder, ``image_size``, the subset sizes and ``seed``; selecting attributes needs no new entry.
+image folder's path (not the images' contents: clear the cache after replacing images), ``image_size``,
+the subset sizes and ``seed``; selecting attributes needs no new entry.
 """
 
 from __future__ import annotations

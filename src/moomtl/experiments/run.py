@@ -14,7 +14,7 @@ from moomtl import io as mio
 from moomtl.config import ConfigError, ExperimentConfig, dump_config
 from moomtl.data.base import DataSplits
 from moomtl.methods.base import Method, build_method
-from moomtl.models.base import count_parameters
+from moomtl.models.base import MultiTaskModel, count_parameters
 from moomtl.models.registry import build_model
 from moomtl.train.trainer import Trainer, build_optimizer, build_scheduler
 
@@ -58,6 +58,15 @@ def build_data(cfg: ExperimentConfig) -> DataSplits:
         f"data.dataset: unknown data set {d.dataset!r}; choose multimnist, multifashion, "
         "multifashion+mnist, cifar10mnist or celeba"
     )
+
+
+def build_model_from(cfg: ExperimentConfig, splits: DataSplits) -> MultiTaskModel:
+    """The configured model, sized for ``splits`` (tasks, classes, image shape)."""
+    try:
+        return build_model(cfg.model.name, splits.task_names, splits.n_classes(),
+                           input_shape=tuple(splits.train.x.shape[1:]))
+    except ValueError as e:
+        raise ConfigError(f"model: {e}") from None
 
 
 def build_method_from(cfg: ExperimentConfig) -> Method:
@@ -106,11 +115,7 @@ def run_experiment(cfg: ExperimentConfig, resume: bool = False, splits: DataSpli
     validate_optimization(cfg)
     splits = splits if splits is not None else build_data(cfg)
     torch.manual_seed(cfg.train.seed)  # model init depends on the run seed only
-    try:
-        model = build_model(cfg.model.name, splits.task_names, splits.n_classes(),
-                            input_shape=tuple(splits.train.x.shape[1:]))
-    except ValueError as e:
-        raise ConfigError(f"model: {e}") from None
+    model = build_model_from(cfg, splits)
     trainer = make_trainer(cfg, model, method, out)
     try:
         method.setup(splits.task_names, model)  # e.g. weights of the wrong length

@@ -25,11 +25,10 @@ from rich.console import Console
 from moomtl import io as mio
 from moomtl.config import ConfigError, ExperimentConfig, dump_config
 from moomtl.data.base import DataSplits
-from moomtl.experiments.run import build_data, make_trainer, validate_optimization
+from moomtl.experiments.run import build_data, build_model_from, make_trainer, validate_optimization
 from moomtl.experiments.sweep import check_same_config, point_dir_name
 from moomtl.methods.base import build_method
 from moomtl.models.base import count_parameters
-from moomtl.models.registry import build_model
 from moomtl.train.callbacks import Callback, TrainState
 
 RESULT = "result.json"
@@ -77,7 +76,7 @@ def run_sparse_point(cfg: ExperimentConfig, k0: float, splits: DataSplits, out: 
     task_pref = _task_preference(cfg, len(splits.task_names))
     params = {**cfg.method_params, "preference": [float(k0), *task_pref]}
     torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.model.name, splits.task_names, splits.n_classes())
+    model = build_model_from(cfg, splits)
     dense_params = count_parameters(model)
     groups = regularized_groups(model)
 

@@ -1,4 +1,5 @@
-"""Multi-task models: the :class:`MultiTaskModel` interface, hard parameter sharing, LeNet, MDMTN."""
+"""Multi-task models: the :class:`MultiTaskModel` interface, hard parameter sharing, LeNet, MDMTN,
+the CIFAR-style ResNet-18 of the CelebA experiment."""
 
 from moomtl.models.base import HardParameterSharing, MultiTaskModel, count_parameters
 from moomtl.models.lenet import hps_lenet
@@ -9,15 +10,18 @@ from moomtl.models.mdmtn import (
     mdmtn_cifar10mnist,
     mdmtn_multimnist,
 )
+from moomtl.models.resnet import ResNetEncoder, resnet18_hps
 
 __all__ = [
     "MDMTN",
     "HardParameterSharing",
     "MultiTaskModel",
+    "ResNetEncoder",
     "count_parameters",
     "hps_cifar10mnist",
     "hps_lenet",
     "hps_multimnist",
     "mdmtn_cifar10mnist",
     "mdmtn_multimnist",
+    "resnet18_hps",
 ]
