@@ -33,7 +33,6 @@ the subset sizes and ``seed``; selecting attributes needs no new entry.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +45,7 @@ from PIL import Image
 
 from moomtl.data.base import DataError, DataSplits, MultiTaskTensors
 from moomtl.data.cache import cached, file_fingerprint
+from moomtl.io import file_digest
 
 CELEBA_ATTRIBUTES: tuple[str, ...] = (
     "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs", "Big_Lips",
@@ -292,14 +292,6 @@ def decode_images(
     return torch.from_numpy(out)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def check_attributes(attributes: Sequence[str] | None) -> list[int]:
     """Column indices (into :data:`CELEBA_ATTRIBUTES`) of the selected attribute names; ``ValueError`` for
     unknown or repeated names.
@@ -399,7 +391,7 @@ def build_celeba(
     params = {
         "version": _BUILD_VERSION,
         "text_files": file_fingerprint([files.attributes, files.partition]),
-        "text_sha256": [_sha256(files.attributes), _sha256(files.partition)],
+        "text_sha256": [file_digest(files.attributes), file_digest(files.partition)],
         "images": [str(files.images), files.extension],
         "image_size": image_size,
         "subsets": [n_train, n_val, n_test],

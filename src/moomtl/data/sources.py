@@ -9,7 +9,6 @@ and a test set, plus a one-line description of where the data came from. Missing
 from __future__ import annotations
 
 import gzip
-import hashlib
 import importlib.util
 import os
 import urllib.request
@@ -20,6 +19,7 @@ import numpy as np
 
 from moomtl.data.base import DataError
 from moomtl.data.idx import find_idx, read_idx_images_labels
+from moomtl.io import file_digest
 
 IDX_STEMS = (
     "train-images-idx3-ubyte",
@@ -215,14 +215,6 @@ def load_gray_source(name: str = "auto", root: str | os.PathLike[str] | None = N
     return fashion_mnist(root)
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def download_mnist(root: str | os.PathLike[str], mirror: str = MNIST_MIRROR, timeout: float = 60.0) -> Path:
     """Download the four official MNIST ``.gz`` files into ``root`` (needs internet; never used by tests).
 
@@ -233,7 +225,7 @@ def download_mnist(root: str | os.PathLike[str], mirror: str = MNIST_MIRROR, tim
     root.mkdir(parents=True, exist_ok=True)
     for name, md5 in MNIST_MD5.items():
         target = root / name
-        if target.is_file() and _md5(target) == md5:
+        if target.is_file() and file_digest(target, "md5") == md5:
             continue
         tmp = root / f".{name}.part"
         url = mirror.rstrip("/") + "/" + name
@@ -244,7 +236,7 @@ def download_mnist(root: str | os.PathLike[str], mirror: str = MNIST_MIRROR, tim
         except OSError as e:
             tmp.unlink(missing_ok=True)
             raise DataError(f"cannot download {url} into {root}: {e}") from e
-        if _md5(tmp) != md5:
+        if file_digest(tmp, "md5") != md5:
             tmp.unlink(missing_ok=True)
             raise DataError(f"{url}: MD5 mismatch (expected {md5}); the mirror served a different file")
         os.replace(tmp, target)
