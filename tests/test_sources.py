@@ -151,3 +151,31 @@ def test_fashion_missing_says_how_to_install(monkeypatch: pytest.MonkeyPatch, tm
         fashion_mnist()
     make_root(tmp_path / "fm")
     assert "Fashion-MNIST from" in fashion_mnist(tmp_path / "fm").description
+
+
+def test_download_mnist_from_a_local_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`download_mnist` against a file:// mirror: checksums decide, failures leave nothing behind."""
+    from moomtl.data.sources import download_mnist
+    from moomtl.io import file_digest
+
+    mirror = tmp_path / "mirror"
+    arrays = make_root(mirror)
+    names = sorted(p.name for p in mirror.iterdir())
+    assert names == sorted(sources_mod.MNIST_MD5)  # the fabricated files carry the official names
+    url = mirror.as_uri()
+    # The real checksums: the fabricated files are refused, and no partial or final file stays.
+    with pytest.raises(DataError, match="MD5 mismatch"):
+        download_mnist(tmp_path / "a", mirror=url)
+    assert list((tmp_path / "a").iterdir()) == []
+    # A file missing on the mirror is one clear error, again with nothing left behind.
+    with pytest.raises(DataError, match="cannot download"):
+        download_mnist(tmp_path / "b", mirror=(tmp_path / "nowhere").as_uri())
+    assert list((tmp_path / "b").iterdir()) == []
+    # With the fabricated files' checksums, the files land, parse, and are kept on a second call.
+    monkeypatch.setattr(sources_mod, "MNIST_MD5", {n: file_digest(mirror / n, "md5") for n in names})
+    root = download_mnist(tmp_path / "c", mirror=url)
+    assert sorted(p.name for p in root.iterdir()) == names
+    assert np.array_equal(mnist(root).train_images, arrays[IDX_STEMS[0]])
+    for p in mirror.iterdir():
+        p.unlink()
+    assert download_mnist(root, mirror=url) == root  # nothing to fetch: the mirror is not contacted

@@ -216,7 +216,8 @@ def load_gray_source(name: str = "auto", root: str | os.PathLike[str] | None = N
 
 
 def download_mnist(root: str | os.PathLike[str], mirror: str = MNIST_MIRROR, timeout: float = 60.0) -> Path:
-    """Download the four official MNIST ``.gz`` files into ``root`` (needs internet; never used by tests).
+    """Download the four official MNIST ``.gz`` files into ``root`` (needs internet; the tests use a
+    ``file://`` mirror of fabricated files).
 
     Files already present with the right MD5 are kept. Each download goes to a temporary file, is checked
     against the official MD5 and then moved into place. Returns ``root``.
