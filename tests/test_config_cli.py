@@ -125,3 +125,17 @@ def test_cli_sweep_method_flag_keeps_the_users_method_settings(tmp_path, monkeyp
     result = runner.invoke(app, ["sweep", "--config", str(cfg), "--method", "tch", "--set", "method.margin=0.1"])
     assert result.exit_code == 0, result.output
     assert seen[-1] == ("tch", {"name": "tch", "ideal": "online", "margin": 0.1})
+
+
+def test_methods_markdown_matches_docs():
+    """docs/methods.md carries `moomtl methods --markdown`; regenerate it when a method changes."""
+    from pathlib import Path
+
+    from moomtl.methods.base import method_catalogue_markdown
+
+    result = runner.invoke(app, ["methods", "--markdown"])
+    assert result.exit_code == 0 and result.output == method_catalogue_markdown()
+    assert result.output.count("\n") == len(result.output.splitlines()) >= 20  # header + one row per method
+    doc = (Path(__file__).parents[1] / "docs" / "methods.md").read_text()
+    begin, end = "<!-- begin generated: moomtl methods --markdown -->\n", "<!-- end generated -->"
+    assert doc[doc.index(begin) + len(begin):doc.index(end)] == result.output

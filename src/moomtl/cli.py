@@ -98,19 +98,20 @@ def train(
 
 
 @app.command()
-def methods() -> None:
+def methods(
+    markdown: Annotated[bool, typer.Option(help="Print a markdown table (the one in docs/methods.md).")] = False,
+) -> None:
     """List the available methods, their one-line descriptions and hyper-parameters."""
-    import inspect
-
     from rich.table import Table
 
-    from moomtl.methods.base import available_methods, method_hyperparameters
+    from moomtl.methods.base import method_catalogue, method_catalogue_markdown
 
-    table = Table("method", "description", "hyper-parameters (default)")
-    for name, cls in available_methods().items():
-        hp = method_hyperparameters(name)
-        shown = ", ".join(k if d is inspect.Parameter.empty else f"{k}={d!r}" for k, d in hp.items())
-        table.add_row(name, cls.description, shown)
+    if markdown:
+        typer.echo(method_catalogue_markdown(), nl=False)
+        return
+    table = Table("method", "description", "hyper-parameters (default)", "swept by")
+    for r in method_catalogue():
+        table.add_row(r["name"], r["description"], r["hyperparameters"], r["preference"] or "-")
     console.print(table)
 
 

@@ -127,6 +127,28 @@ def method_hyperparameters(name: str) -> dict[str, Any]:
     return {k: p.default for k, p in sig.parameters.items() if k != "self" and p.kind in kinds}
 
 
+def method_catalogue() -> list[dict[str, str]]:
+    """One row per registered method: ``name``, ``description``, ``hyperparameters`` (``k=default``,
+    a bare ``k`` when required) and ``preference`` (the hyper-parameter a sweep sets, or ``""``)."""
+    rows = []
+    for name, cls in available_methods().items():
+        hp = method_hyperparameters(name)
+        shown = ", ".join(k if d is inspect.Parameter.empty else f"{k}={d!r}" for k, d in hp.items())
+        rows.append({"name": name, "description": cls.description, "hyperparameters": shown,
+                     "preference": cls.preference_param or ""})
+    return rows
+
+
+def method_catalogue_markdown() -> str:
+    """:func:`method_catalogue` as a markdown table (``moomtl methods --markdown``, ``docs/methods.md``)."""
+    lines = ["| method | description | hyper-parameters (default) | swept by |", "|---|---|---|---|"]
+    for r in method_catalogue():
+        cells = [f"`{r['name']}`", r["description"], f"`{r['hyperparameters']}`" if r["hyperparameters"] else "",
+                 f"`{r['preference']}`" if r["preference"] else "—"]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def get_method_class(name: str) -> type[Method]:
     methods = available_methods()
     if name not in methods:
