@@ -92,6 +92,10 @@ def train(
         final = summary["final"]
         for key in sorted(k for k in final if k.startswith("test/")):
             console.print(f"{key:24s} {final[key]:.4f}")
+        if summary.get("test_mean_acc") is not None:
+            mean = summary["test_mean_acc"]
+            console.print(f"mean test accuracy over the tasks: {100 * mean:.2f} % "
+                          f"(average error {100 * (1 - mean):.2f} %)")
         console.print(f"wrote {cfg.out}/result.json ({summary['wall_seconds']:.1f} s)")
 
     _guard(go)
