@@ -35,7 +35,8 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    dataset: str = "multimnist"  # multimnist | multifashion | multifashion+mnist | cifar10mnist | celeba
+    # multimnist | multifashion | multifashion+mnist | cifar10mnist | celeba | cityscapes
+    dataset: str = "multimnist"
     source: str = "auto"  # gray digits: auto | mnist | mnist5k | fashion
     # Folder with the official MNIST files (source=mnist); for dataset=celeba the CelebA root (holding
     # list_attr_celeba.txt, list_eval_partition.txt, img_align_celeba/, or Anno/ Eval/ Img/).
@@ -46,7 +47,9 @@ class DataConfig:
     n_test: int | None = None
     seed: int = 0
     cache_dir: str | None = None
-    image_size: int = 64  # celeba only: side of the square resized images
+    # celeba: side of the square images (default 64); cityscapes: [H, W], multiples of 8 (default
+    # [128, 256]); other data sets have a fixed size.
+    image_size: int | list[int] | None = None
     attributes: list[str] | None = None  # celeba only: the attribute tasks (all 40 when null)
 
 
@@ -214,13 +217,24 @@ def parse_config(raw: dict[str, Any] | None) -> ExperimentConfig:
         v = getattr(cfg.data, key)
         if v is not None and v < 0:
             raise ConfigError(f"data.{key} must be ≥ 0, got {v}")
-    if cfg.data.image_size < 1:
-        raise ConfigError(f"data.image_size must be ≥ 1, got {cfg.data.image_size}")
-    if cfg.data.image_size != DataConfig.image_size and cfg.data.dataset != "celeba":
-        raise ConfigError(f"data.image_size only applies to dataset celeba, not {cfg.data.dataset!r}")
+    _check_image_size(cfg.data)
     if cfg.data.attributes is not None and cfg.data.dataset != "celeba":
         raise ConfigError(f"data.attributes only applies to dataset celeba, not {cfg.data.dataset!r}")
     return cfg
+
+
+def _check_image_size(d: DataConfig) -> None:
+    size = d.image_size
+    if size is None:
+        return
+    if d.dataset == "celeba":
+        if not isinstance(size, int) or size < 1:
+            raise ConfigError(f"data.image_size for celeba is one side length ≥ 1, got {size!r}")
+    elif d.dataset == "cityscapes":
+        if not (isinstance(size, list) and len(size) == 2 and all(v >= 8 and v % 8 == 0 for v in size)):
+            raise ConfigError(f"data.image_size for cityscapes is [H, W], multiples of 8, got {size!r}")
+    else:
+        raise ConfigError(f"data.image_size only applies to datasets celeba and cityscapes, not {d.dataset!r}")
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

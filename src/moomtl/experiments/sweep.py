@@ -134,9 +134,10 @@ def result_row(point: SweepPoint, summary: dict[str, Any], task_names: Sequence[
     final = summary["final"]
     row: dict[str, Any] = {"label": point.label, "method": summary["method"], "preference": point.preference}
     for t in task_names:
-        row[f"{t}/loss"] = final[f"test/{t}/loss"]
-        row[f"{t}/acc"] = final[f"test/{t}/acc"]
-        row[f"{t}/err"] = 1.0 - final[f"test/{t}/acc"]
+        prefix = f"test/{t}/"
+        row.update({f"{t}/{k[len(prefix):]}": v for k, v in final.items() if k.startswith(prefix)})
+        if f"{t}/acc" in row:
+            row[f"{t}/err"] = 1.0 - row[f"{t}/acc"]
     row["wall_seconds"] = summary["wall_seconds"]
     row["run_dir"] = point.cfg.out
     return row

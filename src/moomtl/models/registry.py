@@ -41,6 +41,21 @@ def _resnet18_celeba(
     return resnet18_hps(task_names, [max(int(c), 2) for c in n_classes], image_size=size, in_channels=channels)
 
 
+def _dense(widths: Sequence[int], hidden: int) -> ModelBuilder:
+    def build(
+        task_names: Sequence[str], n_classes: Sequence[int], input_shape: Sequence[int] | None = None
+    ) -> MultiTaskModel:
+        from moomtl.models.dense import dense_hps
+
+        # n_classes[t] is task t's output channel count (segmentation 19, instance 2, depth 1).
+        if any(int(c) < 1 for c in n_classes):
+            raise ValueError(f"output channel counts must be ≥ 1, got {list(n_classes)}")
+        shape = (3, 128, 256) if input_shape is None else tuple(int(s) for s in input_shape)
+        return dense_hps(task_names, [int(c) for c in n_classes], shape, widths=widths, hidden=hidden)
+
+    return build
+
+
 MODELS: dict[str, tuple[ModelBuilder, str]] = {
     "hps_lenet": (_hps_lenet, "HPS LeNet of Sener & Koltun (MultiMNIST-shaped 1x28x28 input)"),
     "mdmtn_multimnist": (_lazy("mdmtn_multimnist"), "MDMTN of Hotegni et al., MultiMNIST shape (1x28x28)"),
@@ -50,6 +65,14 @@ MODELS: dict[str, tuple[ModelBuilder, str]] = {
     "resnet18_celeba": (
         _resnet18_celeba,
         "CIFAR-style ResNet-18 + one linear head per task of Sener & Koltun, CelebA (3x64x64; any square size ≥ 25)",
+    ),
+    "resnet18_dense": (
+        _dense((64, 128, 256, 512), 128),
+        "dilated ResNet-18 (output stride 8) + one conv head per dense task (Cityscapes-shaped)",
+    ),
+    "resnet18_dense_small": (
+        _dense((16, 32, 64, 128), 32),
+        "resnet18_dense with widths 16/32/64/128 and 32 hidden head channels, for CPU tests and demos",
     ),
 }
 

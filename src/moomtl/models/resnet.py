@@ -21,13 +21,23 @@ from moomtl.models.base import HardParameterSharing
 
 class BasicBlock(nn.Module):
     """``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`` with 3×3 convs; the shortcut is the identity,
-    or a 1×1 conv (stride ``stride``) + BN when the stride or the channel count changes."""
+    or a 1×1 conv (stride ``stride``) + BN when the stride or the channel count changes.
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+    ``dilation`` > 1 gives both 3×3 convs that dilation (and padding, so a stride-1 block keeps the
+    spatial size): the atrous blocks of DeepLab's dilated encoders. It adds no parameters.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, dilation: int = 1) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        if dilation < 1:
+            raise ValueError(f"dilation must be ≥ 1, got {dilation}")
+        self.conv1 = nn.Conv2d(
+            in_channels, out_channels, 3, stride=stride, padding=dilation, dilation=dilation, bias=False
+        )
         self.bn1 = nn.BatchNorm2d(out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, stride=1, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(
+            out_channels, out_channels, 3, stride=1, padding=dilation, dilation=dilation, bias=False
+        )
         self.bn2 = nn.BatchNorm2d(out_channels)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_channels != out_channels:

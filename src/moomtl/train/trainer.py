@@ -2,7 +2,8 @@
 
 Per batch: ``zero_grad`` → ``z = model.encode(x)``, ``out = model.decode(z, x)`` → per-task losses →
 ``method.backward(losses, ctx)`` fills the gradients → ``optimizer.step()`` → ``on_step_end`` events.
-Per epoch: LR schedule step, evaluation on val and test (per-task loss and accuracy), metrics log
+Per epoch: LR schedule step, evaluation on val and test (per-task loss and the metrics of each task's
+:class:`~moomtl.tasks.Task`: accuracy for classification, mIoU for segmentation, ...), metrics log
 (CSV + JSON) and an atomic checkpoint from which ``resume=True`` continues bit-for-bit on the same
 device.
 """
@@ -21,13 +22,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from moomtl import io as mio
 from moomtl.data.base import DataSplits, MultiTaskTensors
 from moomtl.methods.base import Method
 from moomtl.models.base import MultiTaskModel
+from moomtl.tasks import Classification, Task
 from moomtl.train.callbacks import Callback, TrainingError, TrainState
 from moomtl.train.context import StepContext
 
@@ -69,30 +70,38 @@ def iterate_batches(
     return [order[i : i + batch_size] for i in range(0, stop, batch_size)]
 
 
+def task_losses(tasks: Mapping[str, Task], loss_fns: Mapping[str, LossFn] | None) -> dict[str, LossFn]:
+    """Each task's training loss: ``loss_fns[task]`` when given, else the :class:`Task`'s own."""
+    return {name: (loss_fns[name] if loss_fns is not None else task.loss) for name, task in tasks.items()}
+
+
 @torch.no_grad()
 def evaluate(
-    model: MultiTaskModel, data: MultiTaskTensors, loss_fns: Mapping[str, LossFn],
-    batch_size: int = 1024, device: torch.device | str = "cpu",
+    model: MultiTaskModel, data: MultiTaskTensors, tasks: Mapping[str, Task] | None = None,
+    batch_size: int = 1024, device: torch.device | str = "cpu", loss_fns: Mapping[str, LossFn] | None = None,
 ) -> dict[str, float]:
-    """Mean per-task loss and accuracy: ``{"<task>/loss": ..., "<task>/acc": ...}``."""
+    """Per-task loss (mean over batches, weighted by batch size) and the task's metrics over the whole
+    split: ``{"<task>/loss": ..., "<task>/acc": ...}`` (``tasks``: classification for all by default)."""
+    names = data.task_names
+    specs = dict(tasks) if tasks is not None else {n: Classification() for n in names}
+    losses = task_losses(specs, loss_fns)
     was_training = model.training
     model.eval()
-    names = data.task_names
     loss_sum = dict.fromkeys(names, 0.0)
-    correct = dict.fromkeys(names, 0)
+    states = {name: specs[name].init_state() for name in names}
     for idx in iterate_batches(len(data), batch_size, None):
         x = data.images(idx).to(device)
-        y = data.y[idx].to(device)
+        targets = {k: v.to(device) for k, v in data.targets(idx).items()}
         out = model(x)
-        for t, name in enumerate(names):
-            loss_sum[name] += float(loss_fns[name](out[name], y[:, t])) * len(idx)
-            correct[name] += int((out[name].argmax(dim=1) == y[:, t]).sum())
+        for name in names:
+            loss_sum[name] += float(losses[name](out[name], targets[name])) * len(idx)
+            specs[name].update(states[name], out[name], targets[name])
     model.train(was_training)
     n = max(len(data), 1)
     metrics: dict[str, float] = {}
     for name in names:
         metrics[f"{name}/loss"] = loss_sum[name] / n
-        metrics[f"{name}/acc"] = correct[name] / n
+        metrics.update({f"{name}/{k}": v for k, v in specs[name].compute(states[name]).items()})
     return metrics
 
 
@@ -128,7 +137,8 @@ class Trainer:
         scheduler: name of a ``torch.optim.lr_scheduler`` class stepped once per epoch (or ``None``).
         callbacks: extra :class:`Callback` objects (prox steps, tying, ...), called after the method.
         train_transform: optional batch augmentation ``f(x, generator) -> x`` for training batches only.
-        loss_fns: ``{task: f(output, target)}``; cross-entropy for every task by default.
+        loss_fns: ``{task: f(output, target)}`` overriding the tasks' own losses (the data's
+            :class:`~moomtl.tasks.Task` specs; cross-entropy for classification).
         out_dir: where metrics and the checkpoint go (nothing is written when ``None``).
     """
 
@@ -174,7 +184,8 @@ class Trainer:
         model_tasks = tuple(getattr(self.model, "task_names", task_names))
         if set(model_tasks) != set(task_names):
             raise ValueError(f"model tasks {list(model_tasks)} do not match data tasks {list(task_names)}")
-        loss_fns: dict[str, LossFn] = self.loss_fns or dict.fromkeys(task_names, F.cross_entropy)
+        tasks = splits.task_specs()
+        loss_fns = task_losses(tasks, self.loss_fns)
         seed_everything(self.seed)
         self.model.to(self.device)
         self.method.setup(task_names, self.model)
@@ -199,7 +210,7 @@ class Trainer:
                 sched.step()
             metrics: dict[str, Any] = {"epoch": epoch + 1, "step": state.step}
             metrics.update({f"train/{k}": v for k, v in train_metrics.items()})
-            metrics.update(self._evaluate_splits(splits, loss_fns))
+            metrics.update(self._evaluate_splits(splits, tasks))
             metrics["lr"] = opt.param_groups[0]["lr"]
             metrics["epoch_seconds"] = time.perf_counter() - t0
             state.epoch_metrics = metrics
@@ -212,16 +223,16 @@ class Trainer:
         for cb in listeners:
             cb.on_train_end(state)
         if self.out_dir is not None:
-            mio.write_json(self.out_dir / "final_metrics.json", self._evaluate_splits(splits, loss_fns))
+            mio.write_json(self.out_dir / "final_metrics.json", self._evaluate_splits(splits, tasks))
             mio.torch_save(self.model.state_dict(), self.out_dir / "model.pt")
         return result
 
-    def _evaluate_splits(self, splits: DataSplits, loss_fns: Mapping[str, LossFn]) -> dict[str, float]:
+    def _evaluate_splits(self, splits: DataSplits, tasks: Mapping[str, Task]) -> dict[str, float]:
         """``{"val/<task>/loss": ..., "test/<task>/acc": ...}`` over the non-empty val and test splits."""
         out: dict[str, float] = {}
         for split_name, data in (("val", splits.val), ("test", splits.test)):
             if len(data):
-                ev = evaluate(self.model, data, loss_fns, self.eval_batch_size, self.device)
+                ev = evaluate(self.model, data, tasks, self.eval_batch_size, self.device, self.loss_fns)
                 out.update({f"{split_name}/{k}": v for k, v in ev.items()})
         return out
 
@@ -240,11 +251,11 @@ class Trainer:
             if self.train_transform is not None:
                 x = self.train_transform(x, gen)
             x = x.to(self.device)
-            y = data.y[idx].to(self.device)
+            targets = {k: v.to(self.device) for k, v in data.targets(idx).items()}
             opt.zero_grad(set_to_none=True)
             z = self.model.encode(x)
             out = self.model.decode(z, x)
-            losses = {name: loss_fns[name](out[name], y[:, t]) for t, name in enumerate(data.task_names)}
+            losses = {name: loss_fns[name](out[name], targets[name]) for name in data.task_names}
             step_losses = {name: float(v.detach()) for name, v in losses.items()}
             bad = [n for n, v in step_losses.items() if not math.isfinite(v)]
             if bad:
