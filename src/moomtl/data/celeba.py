@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -45,6 +44,7 @@ from PIL import Image
 
 from moomtl.data.base import DataError, DataSplits, MultiTaskTensors
 from moomtl.data.cache import cached, file_fingerprint
+from moomtl.data.parallel import default_workers, run_threaded
 from moomtl.io import file_digest
 
 CELEBA_ATTRIBUTES: tuple[str, ...] = (
@@ -256,10 +256,9 @@ def decode_images(
     None and there are many images."""
     n = len(paths)
     out = np.empty((n, 3, size, size), dtype=np.uint8)
-    workers = workers if workers is not None else min(8, os.cpu_count() or 1)
+    workers = workers if workers is not None else default_workers()
     if workers < 1 or chunk < 1:
         raise ValueError(f"workers and chunk must be ≥ 1, got {workers} and {chunk}")
-    starts = list(range(0, n, chunk))
 
     def work(start: int) -> int:
         for i in range(start, min(start + chunk, n)):
@@ -267,28 +266,7 @@ def decode_images(
         return min(start + chunk, n) - start
 
     show = n >= _PROGRESS_MIN if progress is None else progress
-    bar = None
-    if show:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        bar = Progress(TextColumn("decoding CelebA"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                       console=Console(stderr=True), transient=True)
-        task = bar.add_task("decode", total=n)
-        bar.start()
-    try:
-        if workers == 1 or len(starts) <= 1:
-            for k in map(work, starts):
-                if bar is not None:
-                    bar.update(task, advance=k)
-        else:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                for k in pool.map(work, starts):
-                    if bar is not None:
-                        bar.update(task, advance=k)
-    finally:
-        if bar is not None:
-            bar.stop()
+    run_threaded(work, list(range(0, n, chunk)), workers=workers, total=n, label="decoding CelebA", show=show)
     return torch.from_numpy(out)
 
 

@@ -48,7 +48,6 @@ import hashlib
 import json
 import os
 from collections.abc import Collection, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -59,6 +58,7 @@ from PIL import Image
 from moomtl.data.base import DataError, DataSplits, MultiTaskTensors
 from moomtl.data.cache import cached
 from moomtl.data.celeba import select_indices
+from moomtl.data.parallel import default_workers, run_threaded
 from moomtl.tasks import MaskedL1, Segmentation
 
 TASK_NAMES: tuple[str, ...] = ("segmentation", "instance", "depth")
@@ -360,38 +360,15 @@ def decode_frames(
         "instance": np.empty((n, 2, h, w), dtype=np.float32),
         "depth": np.empty((n, 1, h, w), dtype=np.float32),
     }
-    workers = workers if workers is not None else min(8, os.cpu_count() or 1)
-    if workers < 1:
-        raise ValueError(f"workers must be ≥ 1, got {workers}")
+    workers = workers if workers is not None else default_workers()
 
-    def work(i: int) -> None:
+    def work(i: int) -> int:
         for key, value in decode_frame(frames[i], image_size).items():
             out[key][i] = value
+        return 1
 
     show = n >= _PROGRESS_MIN if progress is None else progress
-    bar = None
-    if show:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        bar = Progress(TextColumn("decoding Cityscapes"), BarColumn(), MofNCompleteColumn(),
-                       TimeRemainingColumn(), console=Console(stderr=True), transient=True)
-        task = bar.add_task("decode", total=n)
-        bar.start()
-    try:
-        if workers == 1 or n <= 1:
-            done = map(work, range(n))
-            for _ in done:
-                if bar is not None:
-                    bar.update(task, advance=1)
-        else:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                for _ in pool.map(work, range(n)):
-                    if bar is not None:
-                        bar.update(task, advance=1)
-    finally:
-        if bar is not None:
-            bar.stop()
+    run_threaded(work, list(range(n)), workers=workers, total=n, label="decoding Cityscapes", show=show)
     tensors = {k: torch.from_numpy(v) for k, v in out.items()}
     tensors["segmentation"] = tensors["segmentation"].long()
     return tensors
