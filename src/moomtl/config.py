@@ -56,6 +56,9 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     name: str = "hps_lenet"
+    # "default" (PyTorch's layer defaults) or "lsuv" (orthonormal + layer-sequential unit variance on one
+    # training batch, as the MDMTN code; see moomtl.models.init).
+    init: str = "default"
 
 
 @dataclass
@@ -218,6 +221,8 @@ def parse_config(raw: dict[str, Any] | None) -> ExperimentConfig:
         if v is not None and v < 0:
             raise ConfigError(f"data.{key} must be ≥ 0, got {v}")
     _check_image_size(cfg.data)
+    if cfg.model.init not in ("default", "lsuv"):
+        raise ConfigError(f"model.init must be default or lsuv, got {cfg.model.init!r}")
     if cfg.data.attributes is not None and cfg.data.dataset != "celeba":
         raise ConfigError(f"data.attributes only applies to dataset celeba, not {cfg.data.dataset!r}")
     return cfg

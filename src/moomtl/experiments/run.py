@@ -74,12 +74,20 @@ def build_data(cfg: ExperimentConfig) -> DataSplits:
 
 
 def build_model_from(cfg: ExperimentConfig, splits: DataSplits) -> MultiTaskModel:
-    """The configured model, sized for ``splits`` (tasks, classes, image shape)."""
+    """The configured model, sized for ``splits`` (tasks, classes, image shape) and initialized as
+    ``model.init`` says (LSUV uses one seeded batch of training images)."""
     try:
-        return build_model(cfg.model.name, splits.task_names, splits.output_sizes(),
-                           input_shape=tuple(splits.train.x.shape[1:]))
+        model = build_model(cfg.model.name, splits.task_names, splits.output_sizes(),
+                            input_shape=tuple(splits.train.x.shape[1:]))
     except ValueError as e:
         raise ConfigError(f"model: {e}") from None
+    if cfg.model.init == "lsuv":
+        from moomtl.models.init import lsuv_init
+
+        gen = torch.Generator().manual_seed(cfg.train.seed)
+        idx = torch.randperm(len(splits.train), generator=gen)[: cfg.train.batch_size]
+        lsuv_init(model, splits.train.images(idx), generator=gen)
+    return model
 
 
 def build_method_from(cfg: ExperimentConfig) -> Method:

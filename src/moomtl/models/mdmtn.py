@@ -15,8 +15,8 @@ Deliberate differences from the authors' code (salomonhotegni/MDMTN):
 - The Chebyshev auxiliary variable ``t`` belongs to the training method (:mod:`moomtl.methods.mwc_alm`),
   not to the network.
 - Heads output logits (the trainer applies cross-entropy), not log-probabilities.
-- No LSUV initialization (the authors' code applies it before the sparsity search); PyTorch's default
-  initialization is used. It can be applied externally before training if wanted.
+- PyTorch's default initialization unless the config says ``model.init: lsuv``
+  (:func:`moomtl.models.init.lsuv_init`, which the authors' code applies before the sparsity search).
 
 Parameter counts. The authors' reported counts (MultiMNIST: MDMTN 311,491, HPS 22,351; Cifar10Mnist:
 MDMTN 505,525, HPS 42,741) are ``sum(p.numel() for p in model.parameters())`` of *their* modules, which
