@@ -33,6 +33,12 @@ SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", help="Override a config key, e.g. --set train.epochs=3 (repeatable)."),
 ]
+MethodOpt = Annotated[
+    str | None,
+    typer.Option(help="Method name (see `moomtl methods`; a sweep needs one that takes a preference). It "
+                      "replaces the config's method section unless that names the same method; give its "
+                      "hyper-parameters with --set method.<name>=<value>."),
+]
 
 
 def _guard(fn: Callable[[], T]) -> T:
@@ -71,11 +77,7 @@ def _method_overrides(config: Path | None, method: str | None, overrides: list[s
 def train(
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    method: Annotated[
-        str | None,
-        typer.Option(help="Method name (see `moomtl methods`); replaces the config's method section unless "
-                          "it names the same method; give hyper-parameters with --set method.<name>=<value>."),
-    ] = None,
+    method: MethodOpt = None,
     epochs: Annotated[int | None, typer.Option(help="Number of epochs.")] = None,
     device: Annotated[str | None, typer.Option(help="cpu (default), cuda, cuda:1 or auto.")] = None,
     out: Annotated[str | None, typer.Option(help="Output folder.")] = None,
@@ -123,11 +125,7 @@ def methods(
 def sweep(
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    method: Annotated[
-        str | None,
-        typer.Option(help="Method to sweep (must take a preference); replaces the config's method section "
-                          "unless it names the same method; hyper-parameters: --set method.<name>=<value>."),
-    ] = None,
+    method: MethodOpt = None,
     preferences: Annotated[int, typer.Option(help="Number of preference vectors (Das-Dennis lattice).")] = 11,
     workers: Annotated[int, typer.Option(help="Train this many points in parallel processes.")] = 1,
     single_task: Annotated[bool, typer.Option(help="Also train one single-task baseline per task.")] = False,
