@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(PY) -m pip install -q --no-deps LibMTL==1.1.5 torchjd==0.18.0
 	OMP_NUM_THREADS=1 $(PY) benchmarks/min_norm_bench.py --out docs/benchmarks_min_norm.md
 	OMP_NUM_THREADS=1 $(PY) benchmarks/step_overhead_bench.py --threads 1 --out docs/benchmarks_steps.md
+	$(PY) benchmarks/paper_models_bench.py --threads 2 --out docs/benchmarks_paper_models.md
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
