@@ -20,7 +20,7 @@ runner = CliRunner()
         ({"method": {"weights": [1, 1]}}, "method.name is required"),
         ({"data": {"n_train": -5}}, "data.n_train must be ≥ 0"),
         ({"data": "multimnist"}, "data: expected a mapping"),
-        ({"data": {"image_size": 32}}, "data.image_size only applies to datasets celeba and cityscapes"),
+        ({"data": {"image_size": 32}}, "data.image_size only applies to datasets celeba, cityscapes and dense_"),
         ({"data": {"dataset": "celeba", "image_size": [64, 64]}}, "data.image_size for celeba is one side"),
         ({"data": {"dataset": "cityscapes", "image_size": [100, 200]}}, "multiples of 8"),
         ({"data": {"dataset": "cityscapes", "image_size": 128}}, r"cityscapes is \[H, W\]"),

