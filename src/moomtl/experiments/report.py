@@ -51,6 +51,11 @@ def shown_metric(row: dict[str, Any], task: str) -> str:
     return "acc" if "acc" in names else (names[0] if names else "loss")
 
 
+def shown_metrics(rows: Sequence[dict[str, Any]], task_names: Sequence[str]) -> list[str]:
+    """:func:`shown_metric` of every task, read from the first row (all rows of a sweep share keys)."""
+    return [shown_metric(rows[0], t) if rows else "acc" for t in task_names]
+
+
 def metric_header(task: str, metric: str) -> str:
     return f"{task} acc %" if metric == "acc" else f"{task} {metric}"
 
@@ -60,7 +65,7 @@ def format_metric(metric: str, value: float) -> str:
 
 
 def front_markdown(rows: Sequence[dict[str, Any]], task_names: Sequence[str], mask: np.ndarray) -> str:
-    shown = [shown_metric(rows[0], t) if rows else "acc" for t in task_names]
+    shown = shown_metrics(rows, task_names)
     head = ["run", *[f"{t} loss" for t in task_names],
             *[metric_header(t, m) for t, m in zip(task_names, shown, strict=True)], "Pareto"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -214,7 +219,7 @@ def compare_sweeps(runs: Sequence[Path], out: Path) -> str:
     pooled = np.vstack(list(fronts.values()))
     ref = reference_point(pooled, margin=0.1)
     pooled_front = pooled[non_dominated(pooled)]
-    shown = [shown_metric(loaded[0][1]["rows"][0], t) if loaded[0][1]["rows"] else "acc" for t in tasks]
+    shown = shown_metrics(loaded[0][1]["rows"], tasks)
     lines = [
         "| sweep | method | points | Pareto points | hypervolume | IGD+ to pooled front | best "
         + " | best ".join(metric_header(t, m) for t, m in zip(tasks, shown, strict=True)) + " |",

@@ -24,13 +24,14 @@ RESULT = "result.json"
 
 def build_data(cfg: ExperimentConfig) -> DataSplits:
     d = cfg.data
+    # Split sizes the user set (the digit builders have their own defaults for the others).
+    sizes: dict[str, Any] = {k: v for k, v in (("n_train", d.n_train), ("n_val", d.n_val), ("n_test", d.n_test))
+                             if v is not None}
     if d.dataset in ("multimnist", "multifashion", "multifashion+mnist"):
         from moomtl.data.multimnist import build_multitask_digits
 
-        kwargs: dict[str, Any] = {k: v for k, v in (("n_train", d.n_train), ("n_val", d.n_val), ("n_test", d.n_test))
-                                  if v is not None}
         return build_multitask_digits(
-            kind=d.dataset, source=d.source, root=d.root, seed=d.seed, cache_dir=d.cache_dir, **kwargs
+            kind=d.dataset, source=d.source, root=d.root, seed=d.seed, cache_dir=d.cache_dir, **sizes
         )
     if d.dataset == "cifar10mnist":
         from moomtl.data.cifar10mnist import build_cifar10mnist_from_roots
@@ -58,10 +59,9 @@ def build_data(cfg: ExperimentConfig) -> DataSplits:
     if d.dataset in ("dense_multimnist", "dense_multifashion"):
         from moomtl.data.dense_digits import build_dense_digits
 
-        kwargs = {k: v for k, v in (("n_train", d.n_train), ("n_val", d.n_val), ("n_test", d.n_test)) if v is not None}
         return build_dense_digits(
             kind=d.dataset.removeprefix("dense_"), source=d.source, root=d.root, seed=d.seed, cache_dir=d.cache_dir,
-            canvas=d.image_size if isinstance(d.image_size, int) else 64, **kwargs,
+            canvas=d.image_size if isinstance(d.image_size, int) else 64, **sizes,
         )
     if d.dataset == "cityscapes":
         from moomtl.data.cityscapes import build_cityscapes
