@@ -44,9 +44,8 @@ import numpy as np
 import torch
 
 from moomtl.data.base import DataSplits, MultiTaskTensors
-from moomtl.data.cache import cached, file_fingerprint
-from moomtl.data.multimnist import MNIST_MEAN, MNIST_STD, build_multitask_arrays
-from moomtl.data.sources import GraySource, fashion_mnist, gray_source_files, load_gray_source
+from moomtl.data.cache import cached
+from moomtl.data.multimnist import MNIST_MEAN, MNIST_STD, build_multitask_arrays, resolve_kind_sources
 from moomtl.tasks import MaskedL1, Segmentation
 
 TASK_NAMES: tuple[str, ...] = ("segmentation", "instance")
@@ -238,19 +237,14 @@ def build_dense_digits(
             "would put digit and Fashion classes in the same 11 segmentation labels)"
         )
     canvas = check_canvas(canvas)
-    if kind == "multifashion":
-        if source not in ("auto", "fashion"):
-            raise ValueError(f"multifashion reads Fashion-MNIST: source must be 'auto' or 'fashion', got {source!r}")
-        resolved, paths = gray_source_files("fashion", root)
-    else:
-        if source not in ("auto", "mnist", "mnist5k"):
-            raise ValueError(f"for multimnist, source must be 'auto', 'mnist' or 'mnist5k', got {source!r}")
-        resolved, paths = gray_source_files(source, root)
+    # The same sources, validation and loading as the MultiMNIST build whose pairs are reused below.
+    sources = resolve_kind_sources(kind, source, root)
+    role = sources.roles[0]
     params = {
         "version": _BUILD_VERSION,
         "kind": kind,
-        "source": resolved,
-        "files": file_fingerprint(paths),
+        "source": sources.resolved[role],
+        "files": sources.files[role],
         "n_train": n_train,
         "n_val": n_val,
         "n_test": n_test,
@@ -258,16 +252,12 @@ def build_dense_digits(
         "canvas": canvas,
     }
 
-    def load() -> GraySource:
-        # The same call build_multitask_arrays makes (source_seed 0 for the mnist5k train/test split).
-        return fashion_mnist(root) if kind == "multifashion" else load_gray_source(resolved, root, seed=0)
-
     def build() -> dict[str, Any]:
         pairs = build_multitask_arrays(
             kind=kind, source=source, root=root, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed,
             cache_dir=cache_dir, use_cache=use_cache,
         )
-        src = load()
+        src = sources.load(role)
         splits: dict[str, dict[str, torch.Tensor]] = {}
         for name in SPLIT_NAMES:
             split = getattr(pairs, name)

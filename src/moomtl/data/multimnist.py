@@ -281,25 +281,30 @@ def _kind_sources(kind: str) -> tuple[str, str | None]:
     }[kind]
 
 
-def build_multitask_arrays(
-    kind: str = "multimnist",
-    source: str = "auto",
-    root: str | os.PathLike[str] | None = None,
-    *,
-    fashion_root: str | os.PathLike[str] | None = None,
-    n_train: int | None = None,
-    n_val: int | None = None,
-    n_test: int | None = None,
-    pairs_per_image: int = 1,
-    val_fraction: float = 0.1,
-    seed: int = 0,
-    source_seed: int = 0,
-    interpolation: str = "nearest",
-    cache_dir: str | os.PathLike[str] | None = None,
-    use_cache: bool = True,
-) -> MultiDigitBuild:
-    """Like :func:`build_multitask_digits` but returns the uint8 images and the source indices of every
-    pair (cached)."""
+@dataclass(frozen=True)
+class KindSources:
+    """The gray source(s) a kind reads, resolved (and validated) but not loaded. ``roles`` are the left
+    and right roles (``None`` on the right: the same pool as the left); ``resolved[role]`` the concrete
+    source name and ``files[role]`` its files' fingerprint (for cache keys)."""
+
+    roles: tuple[str, str | None]
+    resolved: dict[str, str]
+    files: dict[str, Any]
+    root: str | os.PathLike[str] | None
+    fashion_root: str | os.PathLike[str] | None
+    source_seed: int
+
+    def load(self, role: str) -> GraySource:
+        if role == "fashion":
+            return fashion_mnist(self.fashion_root)
+        return load_gray_source(self.resolved[role], self.root, seed=self.source_seed)
+
+
+def resolve_kind_sources(
+    kind: str, source: str = "auto", root: str | os.PathLike[str] | None = None,
+    fashion_root: str | os.PathLike[str] | None = None, source_seed: int = 0,
+) -> KindSources:
+    """Validate ``kind``/``source`` and locate the files each role reads (see :class:`KindSources`)."""
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
     if kind == "multifashion":
@@ -324,11 +329,30 @@ def build_multitask_arrays(
             except DataError as e:
                 raise DataError(f"{_KIND_TITLES[kind]} needs Fashion-MNIST: {e}") from e
         files[role] = file_fingerprint(paths)
+    return KindSources(roles, resolved, files, root, fashion_root, source_seed)
 
-    def load(role: str) -> GraySource:
-        if role == "fashion":
-            return fashion_mnist(fashion_root)
-        return load_gray_source(resolved[role], root, seed=source_seed)
+
+def build_multitask_arrays(
+    kind: str = "multimnist",
+    source: str = "auto",
+    root: str | os.PathLike[str] | None = None,
+    *,
+    fashion_root: str | os.PathLike[str] | None = None,
+    n_train: int | None = None,
+    n_val: int | None = None,
+    n_test: int | None = None,
+    pairs_per_image: int = 1,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    source_seed: int = 0,
+    interpolation: str = "nearest",
+    cache_dir: str | os.PathLike[str] | None = None,
+    use_cache: bool = True,
+) -> MultiDigitBuild:
+    """Like :func:`build_multitask_digits` but returns the uint8 images and the source indices of every
+    pair (cached)."""
+    sources = resolve_kind_sources(kind, source, root, fashion_root, source_seed)
+    roles, resolved, files, load = sources.roles, sources.resolved, sources.files, sources.load
 
     def build() -> dict[str, Any]:
         left = load(roles[0])
