@@ -236,12 +236,23 @@ def _check_image_size(d: DataConfig) -> None:
     if d.dataset == "celeba":
         if not isinstance(size, int) or size < 1:
             raise ConfigError(f"data.image_size for celeba is one side length ≥ 1, got {size!r}")
+    # The size rules of the dense builders live with them; the config only names the key.
     elif d.dataset in ("dense_multimnist", "dense_multifashion"):
-        if not isinstance(size, int) or size < 48 or size % 8:
-            raise ConfigError(f"data.image_size for {d.dataset} is the canvas side, a multiple of 8 ≥ 48, got {size!r}")
+        from moomtl.data.dense_digits import check_canvas
+
+        try:
+            check_canvas(size)
+        except ValueError as e:
+            raise ConfigError(f"data.image_size for {d.dataset} is the canvas side: {e}") from None
     elif d.dataset == "cityscapes":
-        if not (isinstance(size, list) and len(size) == 2 and all(v >= 8 and v % 8 == 0 for v in size)):
-            raise ConfigError(f"data.image_size for cityscapes is [H, W], multiples of 8, got {size!r}")
+        from moomtl.data.cityscapes import check_image_size
+
+        try:
+            if not isinstance(size, list):
+                raise ValueError(f"got {size!r}")
+            check_image_size(size)
+        except ValueError as e:
+            raise ConfigError(f"data.image_size for cityscapes is [H, W]: {e}") from None
     else:
         raise ConfigError(f"data.image_size only applies to datasets celeba, cityscapes and dense_*, not {d.dataset!r}")
 

@@ -134,6 +134,13 @@ def _polish(m: np.ndarray, mb: np.ndarray, g0_sq: float, k: float, w: np.ndarray
     return best if f(best) <= f(w) + 1e-12 * (abs(f(w)) + 1.0) else w
 
 
+def _check_hyperparameters(c: float, rescale: int) -> None:
+    if not (math.isfinite(c) and c >= 0):
+        raise ValueError(f"c must be finite and ≥ 0, got {c}")
+    if rescale not in (0, 1, 2):
+        raise ValueError(f"rescale must be 0, 1 or 2, got {rescale}")
+
+
 def cagrad_coefficients(gramian: Tensor, c: float, rescale: int = 1) -> Tensor:
     """``v`` (``[T]``, float64) such that the CAGrad update is ``Σ_t v_t g_t``.
 
@@ -148,10 +155,7 @@ def cagrad_coefficients(gramian: Tensor, c: float, rescale: int = 1) -> Tensor:
     >>> cagrad_coefficients(J @ J.T, c=1.0).tolist()   # c ≥ 1: no update
     [0.0, 0.0, 0.0]
     """
-    if rescale not in (0, 1, 2):
-        raise ValueError(f"rescale must be 0, 1 or 2, got {rescale}")
-    if not (math.isfinite(c) and c >= 0):
-        raise ValueError(f"c must be finite and ≥ 0, got {c}")
+    _check_hyperparameters(c, rescale)
     m = gramian.detach().to(device="cpu", dtype=torch.float64).numpy()
     t = m.shape[0]
     if m.ndim != 2 or m.shape != (t, t):
@@ -186,10 +190,7 @@ class CAGrad(Method):
 
     def __init__(self, c: float = 0.4, rescale: int = 1) -> None:
         super().__init__()
-        if not (math.isfinite(c) and c >= 0):
-            raise ValueError(f"c must be finite and ≥ 0, got {c}")
-        if rescale not in (0, 1, 2):
-            raise ValueError(f"rescale must be 0, 1 or 2, got {rescale}")
+        _check_hyperparameters(c, rescale)
         self.c = float(c)
         self.rescale = rescale
 
