@@ -18,7 +18,8 @@ runner = CliRunner()
         ({"train": {"epochs": 0}}, "train.epochs must be ≥ 1"),
         ({"train": {"progress": "yes"}}, "train.progress: expected true/false"),
         ({"method": {"weights": [1, 1]}}, "method.name is required"),
-        ({"data": {"n_train": -5}}, "data.n_train must be ≥ 0"),
+        ({"data": {"n_train": -5}}, "data.n_train must be ≥ 1"),
+        ({"data": {"n_val": -5}}, "data.n_val must be ≥ 0"),
         ({"data": "multimnist"}, "data: expected a mapping"),
         ({"data": {"image_size": 32}}, "data.image_size only applies to datasets celeba, cityscapes and dense_"),
         ({"data": {"dataset": "celeba", "image_size": [64, 64]}}, "data.image_size for celeba is one side"),
@@ -82,7 +83,7 @@ def test_cli_method_flag_replaces_the_method_section(tmp_path, monkeypatch):
 
     seen = {}
 
-    def fake_run(cfg, resume=False):
+    def fake_run(cfg, resume=False, overwrite=False):
         seen["method"] = cfg.method
         return {"data": "d", "final": {}, "wall_seconds": 0.0}
 

@@ -73,8 +73,8 @@ def test_resume_reuses_matching_points_and_refuses_changed_settings(tmp_path, mo
     monkeypatch.setattr(sweep_mod, "run_experiment", lambda c, resume=False: trained.append(c.out) or real(c, resume))
     report = run_preference_sweep(cfg, n_preferences=3)  # adds (0.5, 0.5) only
     assert trained == [str(tmp_path / "lin" / "linear_0.5-0.5")] and len(report.rows) == 3
-    cfg.train.epochs = 2
-    with pytest.raises(ConfigError, match="holds a finished run with other settings"):
+    cfg.optimizer["lr"] = 0.5  # other settings: refused (only more train.epochs may resume)
+    with pytest.raises(ConfigError, match=r"holds a run with other settings \(optimizer.lr: 0.05 → 0.5\)"):
         run_preference_sweep(cfg, n_preferences=3)
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from moomtl.config import ConfigError, ExperimentConfig, load_config
 
@@ -24,7 +26,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
+console = Console(markup=False)  # printed values are text: "[0.5, 0.5]" must not be read as markup
 err_console = Console(stderr=True, soft_wrap=True)  # one message = one line
 T = TypeVar("T")
 
@@ -41,22 +43,42 @@ MethodOpt = Annotated[
 ]
 
 
+def _fail(kind: str, message: object, code: int) -> typer.Exit:
+    """Print ``kind: message`` as one line on stderr (the message's brackets are text, not markup)."""
+    text = " ".join(str(message).split())  # one line, whatever the exception held
+    err_console.print(f"[bold red]{kind}:[/] {escape(text)}", highlight=False)
+    return typer.Exit(code)
+
+
 def _guard(fn: Callable[[], T]) -> T:
-    """Run ``fn``; user-facing errors become one line on stderr and an exit code."""
+    """Run ``fn``; user-facing errors become one line on stderr and an exit code: 2 for configuration
+    problems, 1 for data, I/O and training problems. Anything unexpected is one line too (set
+    ``MOOMTL_DEBUG=1`` for the traceback)."""
     from moomtl.data.base import DataError
+    from moomtl.rundir import RunFolderError
     from moomtl.train.trainer import TrainingError
 
     try:
         return fn()
+    except typer.Exit:
+        raise
     except ConfigError as e:
-        err_console.print(f"[bold red]config error:[/] {e}", highlight=False)
-        raise typer.Exit(2) from None
+        raise _fail("config error", e, 2) from None
     except DataError as e:
-        err_console.print(f"[bold red]data error:[/] {e}", highlight=False)
-        raise typer.Exit(1) from None
+        raise _fail("data error", e, 1) from None
     except TrainingError as e:
-        err_console.print(f"[bold red]training error:[/] {e}", highlight=False)
-        raise typer.Exit(1) from None
+        raise _fail("training error", e, 1) from None
+    except RunFolderError as e:
+        raise _fail("output error", e, 1) from None
+    except OSError as e:
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        raise _fail("I/O error", f"{where}{e.strerror or e}", 1) from None
+    except MemoryError:
+        raise _fail("error", "out of memory; use smaller data.n_* sizes or train.batch_size", 1) from None
+    except Exception as e:
+        if os.environ.get("MOOMTL_DEBUG"):
+            raise
+        raise _fail("error", f"{type(e).__name__}: {e} (set MOOMTL_DEBUG=1 for the traceback)", 1) from None
 
 
 def _config(config: Path | None, overrides: list[str] | None, **flags: Any) -> ExperimentConfig:
@@ -81,16 +103,29 @@ def train(
     epochs: Annotated[int | None, typer.Option(help="Number of epochs.")] = None,
     device: Annotated[str | None, typer.Option(help="cpu (default), cuda, cuda:1 or auto.")] = None,
     out: Annotated[str | None, typer.Option(help="Output folder.")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from <out>/checkpoint.pt if present.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue the run in <out> (same settings, more epochs).")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace a run already in <out>.")] = False,
 ) -> None:
     """Train one model as configured; writes metrics, checkpoint and result.json to the output folder."""
     from moomtl.experiments.run import run_experiment
 
     def go() -> None:
+        if resume and overwrite:
+            raise ConfigError("--resume and --overwrite exclude each other")
         cfg = _config(config, _method_overrides(config, method, set_),
                       **{"train.epochs": epochs, "train.device": device, "out": out})
-        summary = run_experiment(cfg, resume=resume)
-        console.print(f"data: {summary['data']}")
+        if config is None:
+            console.print(f"no --config given: training moomtl's built-in defaults ({cfg.data.dataset}, "
+                          f"{cfg.model.name}, {cfg.method_name}, {cfg.train.epochs} epochs) into {cfg.out}",
+                          highlight=False)
+        summary = run_experiment(cfg, resume=resume, overwrite=overwrite)
+        if resume:
+            start = summary.get("resumed_from", 0)
+            console.print("resume: no checkpoint in the folder, started fresh" if start == 0 else
+                          f"resume: continued from epoch {start} of {cfg.train.epochs}"
+                          + (" (already finished, nothing to train)" if start >= cfg.train.epochs else ""),
+                          highlight=False)
+        console.print(f"data: {summary['data']}", highlight=False)
         final = summary["final"]
         for key in sorted(k for k in final if k.startswith("test/")):
             console.print(f"{key:24s} {final[key]:.4f}")
@@ -130,6 +165,7 @@ def sweep(
     workers: Annotated[int, typer.Option(help="Train this many points in parallel processes.")] = 1,
     single_task: Annotated[bool, typer.Option(help="Also train one single-task baseline per task.")] = False,
     out: Annotated[str | None, typer.Option(help="Output folder of the sweep.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Retrain every point and replace the folder's report.")] = False,
     reference_front: Annotated[
         Path | None,
         typer.Option(help="Reference front for IGD/IGD+: another sweep's results.json or a CSV (one column per task)."),
@@ -143,7 +179,7 @@ def sweep(
         cfg = _config(config, _method_overrides(config, method, set_), out=out)
         report = run_preference_sweep(
             cfg, method=method, n_preferences=preferences, workers=workers, single_task=single_task,
-            console=console, reference_front=reference_front,
+            console=console, reference_front=reference_front, overwrite=overwrite,
         )
         console.print(report.markdown)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -14,6 +15,29 @@ from moomtl.tasks import Classification, Task
 
 class DataError(Exception):
     """Missing or corrupt data: the message says which file and what was expected."""
+
+
+def labels_in_range(labels: Tensor, n_classes: int) -> bool:
+    """Cached or fresh class labels: int64, every entry in ``0 .. n_classes − 1`` (a tampered cache entry
+    with label 99 would otherwise build a 100-class head)."""
+    return isinstance(labels, Tensor) and labels.dtype == torch.int64 and (
+        labels.numel() == 0 or (int(labels.min()) >= 0 and int(labels.max()) < n_classes))
+
+
+def physical_memory_bytes() -> int | None:
+    """Installed RAM (``None`` where the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def check_fits_in_memory(n_bytes: int, what: str) -> None:
+    """``ValueError`` before allocating ``n_bytes`` for ``what`` when that exceeds the machine's RAM."""
+    ram = physical_memory_bytes()
+    if ram is not None and n_bytes > ram:
+        raise ValueError(f"{what} needs {n_bytes / 2**30:.1f} GiB, more than this machine's {ram / 2**30:.1f} GiB "
+                         "of memory; ask for fewer samples")
 
 
 @dataclass

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from moomtl.data.base import DataError, DataSplits, MultiTaskTensors
+from moomtl.data.base import DataError, DataSplits, MultiTaskTensors, labels_in_range
 from moomtl.data.cache import cached, file_fingerprint
 from moomtl.data.cifar import ColorSource, cifar10, cifar10_files
 from moomtl.data.sources import GraySource, gray_source_files, load_gray_source
@@ -163,6 +163,8 @@ def _valid_payload(payload: Any) -> bool:
             p = payload["splits"][s]
             n = p["images"].shape[0]
             if p["images"].dtype != torch.uint8 or p["images"].ndim != 4 or p["labels"].shape != (n, 2):
+                return False
+            if not labels_in_range(p["labels"], 10):
                 return False
         return isinstance(payload["description"], str)
     except (KeyError, TypeError, AttributeError):

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from moomtl.data.base import DataSplits, MultiTaskTensors
+from moomtl.data.base import DataSplits, MultiTaskTensors, labels_in_range
 from moomtl.data.cache import cached
 from moomtl.data.multimnist import MNIST_MEAN, MNIST_STD, build_multitask_arrays, resolve_kind_sources
 from moomtl.tasks import MaskedL1, Segmentation
@@ -190,8 +190,9 @@ def _valid_payload(payload: Any, canvas: int) -> bool:
             ok = (
                 p["image"].dtype == torch.uint8
                 and tuple(p["image"].shape) == (n, 1, canvas, canvas)
-                and p["segmentation"].dtype == torch.int64
                 and tuple(p["segmentation"].shape) == (n, h, h)
+                and labels_in_range(p["segmentation"], N_CLASSES)
+                and labels_in_range(p["labels"], N_CLASSES - 1)
                 and p["instance"].dtype == torch.float32
                 and tuple(p["instance"].shape) == (n, 2, h, h)
                 and tuple(p["labels"].shape) == (n, 2)

@@ -18,6 +18,7 @@ import os
 import struct
 import zlib
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -43,14 +44,19 @@ _CODE_OF_KIND = {
 }
 
 
-def _read_bytes(path: Path) -> bytes:
+#: Deflate cannot expand data by more than ~1032:1; a .gz that declares more is lying about its size.
+GZIP_MAX_RATIO = 1100
+
+
+def _open(path: Path) -> IO[bytes]:
     if not path.is_file():
         raise DataError(f"{path}: file not found (expected an IDX file, raw or .gz)")
+    return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
+
+
+def _read_exact(f: IO[bytes], n: int, path: Path) -> bytes:
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        return path.read_bytes()
+        return f.read(n)
     except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
         raise DataError(f"{path}: cannot read ({type(e).__name__}: {e}); the file is corrupt or truncated") from e
 
@@ -66,37 +72,56 @@ def read_idx(
 
     Checks the magic number, the dtype code, the number of dimensions and that the payload has exactly
     ``prod(dims) * itemsize`` bytes. ``expected_shape`` may hold ``None`` for free sizes. Any problem
-    raises :class:`DataError` naming the file and what was expected.
+    raises :class:`DataError` naming the file and what was expected. The header is read first and the
+    payload size it declares is checked against the file's size before anything large is read, and at
+    most one byte more than declared is ever inflated (a small .gz cannot grow the process by GBs).
     """
     path = Path(path)
-    data = _read_bytes(path)
-    if len(data) < 4:
-        raise DataError(f"{path}: {len(data)} bytes, too short for an IDX header (expected at least 4)")
-    zero, code, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or code not in IDX_DTYPES:
-        raise DataError(
-            f"{path}: bad IDX magic number 0x{data[:4].hex()} (expected 0x0000 then a dtype code among "
-            f"{', '.join(f'0x{c:02x}' for c in IDX_DTYPES)}, then ndim; MNIST images are 0x00000803)"
-        )
-    dtype = IDX_DTYPES[code]
-    if expected_dtype is not None and dtype.newbyteorder("=") != np.dtype(expected_dtype).newbyteorder("="):
-        raise DataError(f"{path}: IDX dtype {dtype} but expected {np.dtype(expected_dtype)}")
-    if expected_ndim is not None and ndim != expected_ndim:
-        raise DataError(f"{path}: IDX file has {ndim} dimensions, expected {expected_ndim}")
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DataError(f"{path}: truncated header ({len(data)} bytes, expected {header} for {ndim} dims)")
-    dims = struct.unpack(f">{ndim}I", data[4:header])
-    if expected_shape is not None:
-        ok = len(expected_shape) == ndim and all(e is None or e == d for e, d in zip(expected_shape, dims, strict=True))
-        if not ok:
-            shown = tuple("*" if e is None else e for e in expected_shape)
-            raise DataError(f"{path}: IDX dims {dims}, expected {shown}")
-    expected_bytes = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    if len(data) != expected_bytes:
-        what = "truncated" if len(data) < expected_bytes else "has trailing bytes"
-        raise DataError(f"{path}: {what}: {len(data)} bytes but dims {dims} of {dtype} need exactly {expected_bytes}")
-    arr = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
+    try:
+        with _open(path) as f:
+            head = _read_exact(f, 4, path)
+            if len(head) < 4:
+                raise DataError(f"{path}: {len(head)} bytes, too short for an IDX header (expected at least 4)")
+            zero, code, ndim = struct.unpack(">HBB", head)
+            if zero != 0 or code not in IDX_DTYPES:
+                raise DataError(
+                    f"{path}: bad IDX magic number 0x{head.hex()} (expected 0x0000 then a dtype code among "
+                    f"{', '.join(f'0x{c:02x}' for c in IDX_DTYPES)}, then ndim; MNIST images are 0x00000803)"
+                )
+            dtype = IDX_DTYPES[code]
+            if expected_dtype is not None and dtype.newbyteorder("=") != np.dtype(expected_dtype).newbyteorder("="):
+                raise DataError(f"{path}: IDX dtype {dtype} but expected {np.dtype(expected_dtype)}")
+            if expected_ndim is not None and ndim != expected_ndim:
+                raise DataError(f"{path}: IDX file has {ndim} dimensions, expected {expected_ndim}")
+            header = 4 + 4 * ndim
+            dim_bytes = _read_exact(f, 4 * ndim, path)
+            if len(dim_bytes) < 4 * ndim:
+                raise DataError(f"{path}: truncated header ({4 + len(dim_bytes)} bytes, expected {header} for "
+                                f"{ndim} dims)")
+            dims = struct.unpack(f">{ndim}I", dim_bytes)
+            if expected_shape is not None:
+                ok = len(expected_shape) == ndim and all(
+                    e is None or e == d for e, d in zip(expected_shape, dims, strict=True))
+                if not ok:
+                    shown = tuple("*" if e is None else e for e in expected_shape)
+                    raise DataError(f"{path}: IDX dims {dims}, expected {shown}")
+            payload = int(np.prod(dims, dtype=object)) * dtype.itemsize
+            expected_bytes = header + payload
+            size = path.stat().st_size
+            limit = size * GZIP_MAX_RATIO if path.suffix == ".gz" else size
+            if expected_bytes > limit:
+                raise DataError(f"{path}: truncated: dims {dims} of {dtype} need {expected_bytes} bytes, more than "
+                                f"a {size}-byte file can hold")
+            data = _read_exact(f, payload + 1, path)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({type(e).__name__}: {e})") from e
+    if len(data) != payload:
+        got = header + len(data)
+        if len(data) > payload:
+            raise DataError(f"{path}: has trailing bytes: more bytes than dims {dims} of {dtype} declare "
+                            f"({expected_bytes})")
+        raise DataError(f"{path}: truncated: {got} bytes but dims {dims} of {dtype} need exactly {expected_bytes}")
+    arr = np.frombuffer(data, dtype=dtype).reshape(dims)
     return arr.astype(dtype.newbyteorder("="), copy=True)
 
 

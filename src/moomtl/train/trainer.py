@@ -39,11 +39,18 @@ BatchTransform = Callable[[Tensor, torch.Generator], Tensor]
 
 @dataclass
 class TrainResult:
+    """What :meth:`Trainer.fit` returns: the per-epoch ``history``, the val/test ``metrics`` of the model
+    ``fit`` returns (evaluated after ``on_train_end``, so also for methods that swap in averaged
+    parameters at the end), and ``resumed_from`` (the epoch training continued from; 0 for a fresh run)."""
+
     history: list[dict[str, Any]] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+    resumed_from: int = 0
 
     @property
     def final(self) -> dict[str, Any]:
-        return self.history[-1] if self.history else {}
+        """The last epoch's row, with its val/test entries replaced by those of the returned model."""
+        return {**(self.history[-1] if self.history else {}), **self.metrics}
 
 
 def resolve_device(device: str) -> torch.device:
@@ -105,11 +112,25 @@ def evaluate(
     return metrics
 
 
+def check_numeric_kwargs(section: str, cls: type, kwargs: Mapping[str, Any]) -> None:
+    """``ValueError`` naming the key when a keyword whose default is a number got something else
+    (``lr: fast``), instead of the ``'<' not supported`` deep inside ``torch.optim``."""
+    import inspect
+
+    params = inspect.signature(cls).parameters
+    for key, value in kwargs.items():
+        default = params[key].default if key in params else inspect.Parameter.empty
+        numeric_default = isinstance(default, int | float) and not isinstance(default, bool)
+        if numeric_default and (isinstance(value, bool) or not isinstance(value, int | float | Tensor)):
+            raise ValueError(f"{section}.{key}: expected a number, got {value!r}")
+
+
 def build_optimizer(name: str, params: Sequence[Tensor], kwargs: Mapping[str, Any]) -> torch.optim.Optimizer:
     """``torch.optim.<name>(params, **kwargs)`` with a clear ``ValueError`` for bad names/arguments."""
     cls = getattr(torch.optim, name, None)
     if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
         raise ValueError(f"unknown optimizer {name!r} (any torch.optim class, e.g. SGD, Adam)")
+    check_numeric_kwargs("optimizer", cls, kwargs)
     try:
         return cls(params, **kwargs)
     except (TypeError, ValueError) as e:
@@ -123,6 +144,7 @@ def build_scheduler(name: str | None, opt: torch.optim.Optimizer, kwargs: Mappin
     cls = getattr(torch.optim.lr_scheduler, name, None)
     if not isinstance(cls, type):
         raise ValueError(f"unknown scheduler {name!r} (any torch.optim.lr_scheduler class)")
+    check_numeric_kwargs("scheduler", cls, kwargs)
     try:
         return cls(opt, **kwargs)
     except (TypeError, ValueError) as e:
@@ -179,7 +201,10 @@ class Trainer:
         return build_scheduler(self.scheduler_name, opt, self.scheduler_kwargs)
 
     # --- training ----------------------------------------------------------------------------------
-    def fit(self, splits: DataSplits, resume: bool = False) -> TrainResult:
+    def fit(self, splits: DataSplits, resume: bool = False, checkpoint: Mapping[str, Any] | None = None) -> TrainResult:
+        """Train; with ``resume`` continue from ``out_dir``'s checkpoint (or from ``checkpoint``, one
+        already read with :func:`load_checkpoint`) when there is one. ``result.resumed_from`` says from
+        which epoch (0: a fresh start)."""
         task_names = splits.task_names
         model_tasks = tuple(getattr(self.model, "task_names", task_names))
         if set(model_tasks) != set(task_names):
@@ -196,7 +221,8 @@ class Trainer:
         result = TrainResult()
         start_epoch = 0
         if resume:
-            start_epoch = self._load_checkpoint(opt, sched, state, result)
+            start_epoch = self._load_checkpoint(opt, sched, state, result, checkpoint)
+        result.resumed_from = start_epoch
         listeners: list[Callback] = [self.method, *self.callbacks]
         if start_epoch == 0:
             for cb in listeners:
@@ -222,8 +248,15 @@ class Trainer:
         # is in the checkpoint, so this also holds for a resumed run that had no epoch left.
         for cb in listeners:
             cb.on_train_end(state)
+        result.metrics = self._evaluate_splits(splits, tasks)
+        bad = sorted(k for k, v in result.metrics.items() if not math.isfinite(v))
+        if bad:
+            raise TrainingError(
+                f"the final evaluation is not finite ({', '.join(bad[:4])}{', ...' if len(bad) > 4 else ''}); "
+                "the run is not marked finished; lower the learning rate or check the data"
+            )
         if self.out_dir is not None:
-            mio.write_json(self.out_dir / "final_metrics.json", self._evaluate_splits(splits, tasks))
+            mio.write_json(self.out_dir / "final_metrics.json", result.metrics)
             mio.torch_save(self.model.state_dict(), self.out_dir / "model.pt")
         return result
 
@@ -285,6 +318,7 @@ class Trainer:
         if self.out_dir is None:
             return
         ckpt = {
+            "format": CHECKPOINT_FORMAT,
             "epochs_done": epochs_done,
             "step": state.step,
             "model": self.model.state_dict(),
@@ -293,25 +327,23 @@ class Trainer:
             "scheduler": sched.state_dict() if sched is not None else None,
             "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in self.callbacks],
             "history": result.history,
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                "numpy": np.random.get_state(),
-                "python": random.getstate(),
-            },
+            "rng": rng_state(),
         }
         mio.torch_save(ckpt, self.out_dir / CHECKPOINT)
-        mio.write_json(self.out_dir / "metrics.json", result.history)
+        mio.write_json(self.out_dir / "metrics.json", result.history, nonfinite_as_null=True)
         mio.write_text(self.out_dir / "metrics.csv", _to_csv(result.history))
 
-    def _load_checkpoint(self, opt: Any, sched: Any, state: TrainState, result: TrainResult) -> int:
-        if self.out_dir is None:
-            raise ValueError("resume=True needs out_dir (where the checkpoint is)")
-        path = self.out_dir / CHECKPOINT
-        if not path.exists():
-            return 0  # nothing to resume: start from scratch
+    def _load_checkpoint(self, opt: Any, sched: Any, state: TrainState, result: TrainResult,
+                         ckpt: Mapping[str, Any] | None) -> int:
+        if ckpt is None:
+            if self.out_dir is None:
+                raise ValueError("resume=True needs out_dir (where the checkpoint is)")
+            path = self.out_dir / CHECKPOINT
+            if not path.exists():
+                return 0  # nothing to resume: start from scratch
+            ckpt = load_checkpoint(path, self.device)
+        where = self.out_dir / CHECKPOINT if self.out_dir is not None else "the given checkpoint"
         try:
-            ckpt = torch.load(path, map_location=self.device, weights_only=False)
             self.model.load_state_dict(ckpt["model"])
             self.method.load_state_dict(ckpt["method"])
             opt.load_state_dict(ckpt["optimizer"])
@@ -320,17 +352,79 @@ class Trainer:
             for cb, cb_state in zip(self.callbacks, ckpt.get("callbacks", []), strict=False):
                 if cb_state is not None and hasattr(cb, "load_state_dict"):
                     cb.load_state_dict(cb_state)
-        except (KeyError, RuntimeError, ValueError, EOFError) as e:
-            raise TrainingError(f"cannot resume from {path}: {e}") from None
-        rng = ckpt["rng"]
-        torch.set_rng_state(rng["torch"].cpu())
-        if rng.get("cuda") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        np.random.set_state(rng["numpy"])
-        random.setstate(rng["python"])
+            set_rng_state(ckpt["rng"])
+        except (KeyError, RuntimeError, ValueError, TypeError, IndexError, AttributeError) as e:
+            raise TrainingError(f"cannot resume from {where}: {_one_line(e)}") from None
         state.step = int(ckpt["step"])
         result.history.extend(ckpt["history"])
         return int(ckpt["epochs_done"])
+
+
+CHECKPOINT_FORMAT = 2
+#: field → accepted types of a checkpoint; anything else is refused before any state is applied.
+_CHECKPOINT_FIELDS: dict[str, tuple[type, ...]] = {
+    "epochs_done": (int,), "step": (int,), "model": (dict,), "method": (dict,), "optimizer": (dict,),
+    "scheduler": (dict, type(None)), "callbacks": (list,), "history": (list,), "rng": (dict,),
+}
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :class:`Trainer` **without running code**: ``torch.load`` with
+    ``weights_only=True`` (tensors and plain Python types only), then check every field's type.
+    Any problem (unreadable, truncated, a directory, not a checkpoint, a field missing or of the wrong
+    type, a pickled object) raises :class:`TrainingError` ``cannot resume from <path>: <why>``."""
+    path = Path(path)
+    where = f"cannot resume from {path}"
+    if path.is_dir():
+        raise TrainingError(f"{where}: it is a directory, not a checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - unpickling refusals, zip/EOF errors, OSError: all unusable
+        raise TrainingError(f"{where}: {_one_line(e)} (only tensors and plain data are loaded)") from None
+    if not isinstance(ckpt, dict):
+        raise TrainingError(f"{where}: holds a {type(ckpt).__name__}, not a checkpoint")
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise TrainingError(f"{where}: checkpoint format {ckpt.get('format')!r}, expected {CHECKPOINT_FORMAT}")
+    for name, types in _CHECKPOINT_FIELDS.items():
+        if name not in ckpt:
+            raise TrainingError(f"{where}: the field {name!r} is missing")
+        if isinstance(ckpt[name], bool) or not isinstance(ckpt[name], types):
+            raise TrainingError(f"{where}: the field {name!r} is a {type(ckpt[name]).__name__}")
+    rng = ckpt["rng"]
+    if not isinstance(rng.get("torch"), Tensor) or not isinstance(rng.get("numpy"), dict) \
+            or not isinstance(rng.get("python"), list | tuple):
+        raise TrainingError(f"{where}: the random-number-generator states are incomplete")
+    return ckpt
+
+
+def rng_state() -> dict[str, Any]:
+    """The global RNG states as tensors and plain types (loadable with ``weights_only=True``)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "numpy": {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": [int(version), [int(v) for v in internal], gauss_next],
+    }
+
+
+def set_rng_state(rng: Mapping[str, Any]) -> None:
+    """Inverse of :func:`rng_state`."""
+    torch.set_rng_state(rng["torch"].cpu())
+    if rng.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    n = rng["numpy"]
+    np.random.set_state((n["kind"], n["keys"].cpu().numpy().astype(np.uint32), int(n["pos"]), int(n["has_gauss"]),
+                         float(n["cached_gaussian"])))
+    version, internal, gauss_next = rng["python"]
+    random.setstate((int(version), tuple(int(v) for v in internal), gauss_next))
 
 
 def _to_csv(history: Sequence[Mapping[str, Any]]) -> str:
