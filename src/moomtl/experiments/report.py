@@ -177,6 +177,12 @@ def run_preference_sweep(
                       overwrite)
 
 
+def _duration(seconds: float) -> str:
+    """``"4 min 05 s"`` / ``"35 s"``."""
+    m, sec = divmod(int(round(seconds)), 60)
+    return f"{m} min {sec:02d} s" if m else f"{sec} s"
+
+
 def _check_report_owner(out: Path, method: str) -> None:
     path = out / RESULTS_JSON
     if not path.exists():
@@ -222,17 +228,24 @@ def _sweep(
     if done:
         console.print(f"resuming: {done} of {len(points)} points already trained")
 
+    todo = len(points) - done
+    finished: list[float] = []
+
     def report_point(p: SweepPoint, summary: dict[str, Any]) -> None:
         f = {k[len("test/"):]: v for k, v in summary["final"].items() if k.startswith("test/")}
         shown = []
         for t in task_names:
             m = shown_metric(f, t)
             shown.append(f"{t} {format_metric(m, f[f'{t}/{m}'])}{'%' if m == 'acc' else ' ' + m}")
-        console.print(f"  {p.label}: test {', '.join(shown)} ({summary['wall_seconds']:.1f} s)")
+        finished.append(float(summary["wall_seconds"]))
+        k = len(finished)
+        eta = "" if k == todo else f"; ETA {_duration(sum(finished) / k * (todo - k) / max(workers, 1))}"
+        console.print(f"  model {k}/{todo} {p.label}: test {', '.join(shown)} "
+                      f"({summary['wall_seconds']:.1f} s{eta})")
 
     summaries = run_points(points, workers=workers, on_done=report_point, overwrite=overwrite)
     rows = [result_row(p, s, task_names) for p, s in zip(points, summaries, strict=True)]
-    return write_front(rows, task_names, out, title or f"{name} sweep: {splits.description}",
+    return write_front(rows, task_names, out, title or f"{name} sweep on {cfg.data.dataset}",
                        extra={"method": name, "data": splits.description}, reference_front=ref_front)
 
 

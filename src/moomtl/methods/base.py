@@ -8,7 +8,8 @@ the trainer zeroes the gradients, computes the per-task losses and calls::
 
 then ``optimizer.step()``. ``ctx`` (:class:`~moomtl.train.context.StepContext`) lazily provides the
 per-task Jacobian/Gramian w.r.t. shared parameters or the shared representation. The returned dict of
-floats (e.g. task weights) is logged. The trainer knows no method by name: methods are looked up in a
+detached 0-d tensors (e.g. task weights; Python floats are accepted too) is averaged per epoch and
+logged. The trainer knows no method by name: methods are looked up in a
 registry filled by the :func:`register` decorator, and every module of ``moomtl.methods`` is imported
 on first lookup, so adding a method is adding a file.
 """
@@ -50,7 +51,8 @@ class Method(nn.Module, Callback):
     def n_tasks(self) -> int:
         return len(self.task_names)
 
-    def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, float]:
+    def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, Tensor | float]:
+        """Fill ``.grad``; return values to log (detached 0-d tensors, so no host sync per step)."""
         raise NotImplementedError
 
     def extra_repr(self) -> str:
@@ -72,8 +74,13 @@ class Weighting(Method):
         return weights_info(self.task_names or ctx.task_names, w)
 
 
-def weights_info(task_names: Sequence[str], w: Tensor) -> dict[str, float]:
-    return {f"weight/{t}": float(v) for t, v in zip(task_names, w.detach().cpu().tolist(), strict=True)}
+def weights_info(task_names: Sequence[str], w: Tensor) -> dict[str, Tensor]:
+    """``{"weight/<task>": w_t}`` as detached 0-d tensors on ``w``'s device: logging them costs no host
+    sync per step (the trainer averages them on the device and reads them once per epoch)."""
+    w = w.detach()
+    if w.shape != (len(task_names),):
+        raise ValueError(f"expected {len(task_names)} weights (one per task), got shape {tuple(w.shape)}")
+    return {f"weight/{t}": w[i] for i, t in enumerate(task_names)}
 
 
 def as_weight_vector(weights: Sequence[float] | Tensor, n_tasks: int | None = None) -> Tensor:

@@ -130,7 +130,7 @@ class MGDAUB(_MinNormMethod):
     >>> method = MGDAUB()
     >>> method.setup(["a", "b"], model)
     >>> info = method.backward(losses, StepContext(model, losses, z))
-    >>> round(info["weight/a"] + info["weight/b"], 6)
+    >>> round(float(info["weight/a"] + info["weight/b"]), 6)
     1.0
     """
 

@@ -128,9 +128,14 @@ def plot_front_2d(
     title: str | None = None,
     annotate: bool = True,
     dpi: int = 120,
+    context_groups: Sequence[str] = ("single_task",),
 ) -> Path:
     """Scatter task-1 vs task-2 metrics, one panel per ``(x_key, y_key)`` pair, with the non-dominated
     points (minimization, computed per panel) ringed and joined.
+
+    The axes zoom on the trade-off region: points of ``context_groups`` (the single-task end points,
+    whose other task is at chance) do not set the limits; when they fall outside, they are drawn as
+    arrows at the panel's edge with their values in the label. Labels are placed so that none overlap.
 
     ``results``: a sequence of metric dicts or a mapping ``label -> metrics``. ``panels`` defaults to
     :func:`default_panels` (test loss, then test error, for the two tasks found). Points are labelled
@@ -160,15 +165,33 @@ def plot_front_2d(
                 pts.append((x, y))
                 kept.append(r)
         xy = np.array(pts, dtype=float).reshape(-1, 2)
+        group_of = [(str(r.get(group_key, "")) if group_key else "") for r in kept]
+        focus = np.array([g not in context_groups for g in group_of], dtype=bool)
+        limits = _zoom_limits(xy, focus)
+        shown_xy, off = _clip_to(xy, limits)
         for g in groups:
-            sel = [i for i, r in enumerate(kept) if (str(r.get(group_key, "")) if group_key else "") == g]
-            if sel:
-                ax.scatter(xy[sel, 0], xy[sel, 1], s=36, color=colors[g], zorder=3, label=g or None)
+            sel = [i for i, gg in enumerate(group_of) if gg == g]
+            inside = [i for i in sel if not off[i]]
+            outside = [i for i in sel if off[i]]
+            if inside:
+                ax.scatter(xy[inside, 0], xy[inside, 1], s=36, color=colors[g], zorder=3, label=g or None)
+            if outside:
+                ax.scatter(shown_xy[outside, 0], shown_xy[outside, 1], s=60, marker=">", color=colors[g], zorder=3,
+                           label=f"{g} (off scale, at the edge)" if g else "off scale")
         _draw_front(ax, xy)
+        if limits is not None:
+            ax.set_xlim(*limits[0])
+            ax.set_ylim(*limits[1])
         if annotate:
-            for (x, y), r in zip(xy, kept, strict=True):
-                if r.get(label_key) is not None:
-                    ax.annotate(str(r[label_key]), (x, y), xytext=(4, 4), textcoords="offset points", fontsize=7)
+            labels = []
+            for i, r in enumerate(kept):
+                if r.get(label_key) is None:
+                    continue
+                text = str(r[label_key])
+                if off[i]:
+                    text += f" ({_fmt(xy[i, 0])}, {_fmt(xy[i, 1])})"
+                labels.append((shown_xy[i], text))
+            place_labels(ax, labels)
         ax.set_xlabel(xk)
         ax.set_ylabel(yk)
         ax.grid(alpha=0.3)
@@ -178,6 +201,76 @@ def plot_front_2d(
     if title:
         fig.suptitle(title)
     return save_figure_atomic(fig, path, dpi=dpi)
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.3g}"
+
+
+def _zoom_limits(xy: np.ndarray, focus: np.ndarray) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """Axis limits around the ``focus`` points (10 % margin), or ``None`` (autoscale) when every point is
+    in focus or fewer than two are."""
+    if focus.all() or focus.sum() < 2:
+        return None
+    lo, hi = xy[focus].min(axis=0), xy[focus].max(axis=0)
+    span = np.where(hi > lo, hi - lo, np.maximum(np.abs(hi), 1e-12) * 0.1)
+    lo, hi = lo - 0.12 * span, hi + 0.12 * span
+    return (float(lo[0]), float(hi[0])), (float(lo[1]), float(hi[1]))
+
+
+def _clip_to(xy: np.ndarray, limits: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Points moved onto the limits' box where they lie outside, and which ones were moved."""
+    if limits is None or len(xy) == 0:
+        return xy, np.zeros(len(xy), dtype=bool)
+    lo = np.array([limits[0][0], limits[1][0]])
+    hi = np.array([limits[0][1], limits[1][1]])
+    inset = 0.02 * (hi - lo)
+    clipped = np.clip(xy, lo + inset, hi - inset)
+    return clipped, ((xy < lo) | (xy > hi)).any(axis=1)
+
+
+#: Label offsets tried in order (points): right/up first, then the other directions, then farther out.
+_OFFSETS = [(d * dx, d * dy) for d in (1, 2, 3) for dx, dy in
+            ((5, 5), (5, -11), (-5, 5), (-5, -11), (0, 9), (0, -15), (9, -3), (-9, -3))]
+
+
+def place_labels(ax: Any, labels: Sequence[tuple[Any, str]], fontsize: float = 7) -> list[Any]:
+    """Annotate ``(point, text)`` pairs, trying offsets around each point until its text box overlaps
+    no label placed before (and stays inside the axes); the least-overlapping offset otherwise.
+    Returns the annotation artists."""
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    axes_box = ax.get_window_extent(renderer)
+    placed: list[Any] = []
+    artists = []
+    for (x, y), text in labels:
+        best, best_cost = None, math.inf
+        for dx, dy in _OFFSETS:
+            ha = "left" if dx >= 0 else "right"
+            ann = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize, ha=ha,
+                              arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.5"} if abs(dx) > 5 else None)
+            box = ann.get_window_extent(renderer)
+            cost = sum(_overlap(box, other) for other in placed)
+            cost += 10 * max(0.0, axes_box.x0 - box.x0) + 10 * max(0.0, box.x1 - axes_box.x1)
+            cost += 10 * max(0.0, axes_box.y0 - box.y0) + 10 * max(0.0, box.y1 - axes_box.y1)
+            if cost < best_cost:
+                if best is not None:
+                    best[0].remove()
+                best, best_cost = (ann, box), cost
+            else:
+                ann.remove()
+            if cost == 0:
+                break
+        assert best is not None
+        placed.append(best[1])
+        artists.append(best[0])
+    return artists
+
+
+def _overlap(a: Any, b: Any) -> float:
+    w = min(a.x1, b.x1) - max(a.x0, b.x0)
+    h = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return max(w, 0.0) * max(h, 0.0)
 
 
 def _parallel(

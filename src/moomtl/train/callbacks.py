@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 from torch.optim import Optimizer
 
 
@@ -22,7 +22,8 @@ class TrainState:
     optimizer: Optimizer
     epoch: int = 0  # 0-based index of the current epoch
     step: int = 0  # global optimizer steps taken so far
-    step_losses: dict[str, float] = field(default_factory=dict)  # losses of the last step (pre-update)
+    # Losses of the last step (pre-update), detached 0-d tensors on the training device.
+    step_losses: dict[str, Tensor] = field(default_factory=dict)
     epoch_metrics: dict[str, Any] = field(default_factory=dict)  # metrics of the last finished epoch
     lr: float = 0.0
 

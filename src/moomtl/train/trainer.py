@@ -276,8 +276,10 @@ class Trainer:
         self.model.train()
         gen = torch.Generator().manual_seed(self.seed * 100_003 + state.epoch)
         batches = iterate_batches(len(data), self.batch_size, gen)
-        sums: dict[str, float] = {}
+        sums: dict[str, Any] = {}
         counts = 0
+        finite = torch.ones((), dtype=torch.bool, device=self.device)
+        step_losses: dict[str, Tensor] = {}
         bar = _progress(len(batches), f"epoch {state.epoch + 1}/{self.epochs}", self.progress)
         for idx in batches:
             x = data.images(idx)
@@ -289,15 +291,17 @@ class Trainer:
             z = self.model.encode(x)
             out = self.model.decode(z, x)
             losses = {name: loss_fns[name](out[name], targets[name]) for name in data.task_names}
-            step_losses = {name: float(v.detach()) for name, v in losses.items()}
-            bad = [n for n, v in step_losses.items() if not math.isfinite(v)]
-            if bad:
-                raise TrainingError(
-                    f"loss of task(s) {', '.join(bad)} is not finite at epoch {state.epoch + 1}, "
-                    f"step {state.step}; lower the learning rate or check the data"
-                )
+            step_losses = {name: v.detach() for name, v in losses.items()}
+            # Finiteness is tracked on the device and read once per epoch (no host sync per step);
+            # a method that fails on non-finite input is answered with the same message.
+            finite = finite & torch.isfinite(torch.stack(list(step_losses.values()))).all()
             ctx = StepContext(self.model, losses, z, state.step, state.epoch)
-            info = self.method.backward(losses, ctx) or {}
+            try:
+                info = self.method.backward(losses, ctx) or {}
+            except (ValueError, RuntimeError) as e:
+                if not bool(finite):
+                    raise self._diverged(step_losses, state) from None
+                raise
             opt.step()
             state.step += 1
             state.step_losses = step_losses
@@ -305,13 +309,24 @@ class Trainer:
             for cb in listeners:
                 cb.on_step_end(state)
             for k, v in {**{f"{n}/loss": v for n, v in step_losses.items()}, **info}.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
+                v = v.detach().to(torch.float64) if isinstance(v, Tensor) else float(v)
+                sums[k] = sums[k] + v if k in sums else v
             counts += 1
             if bar is not None:
-                bar.update(1, loss=sum(step_losses.values()) / len(step_losses))
+                bar.update(1, losses=step_losses)
         if bar is not None:
             bar.close()
-        return {k: v / max(counts, 1) for k, v in sums.items()}
+        if not bool(finite):  # the one host read of the epoch's finiteness
+            raise self._diverged(step_losses, state)
+        return {k: float(v) / max(counts, 1) for k, v in sums.items()}
+
+    @staticmethod
+    def _diverged(step_losses: Mapping[str, Tensor], state: TrainState) -> TrainingError:
+        bad = [n for n, v in step_losses.items() if not bool(torch.isfinite(v))] or ["(an earlier step)"]
+        return TrainingError(
+            f"loss of task(s) {', '.join(bad)} is not finite at epoch {state.epoch + 1}, "
+            f"step {state.step}; lower the learning rate or check the data"
+        )
 
     # --- checkpoint and logs -----------------------------------------------------------------------
     def _save(self, opt: Any, sched: Any, state: TrainState, result: TrainResult, epochs_done: int) -> None:
@@ -439,16 +454,25 @@ def _to_csv(history: Sequence[Mapping[str, Any]]) -> str:
 
 
 class _Bar:
+    _EVERY = 20
+
     def __init__(self, total: int, desc: str) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self._p = Progress(TextColumn(desc), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                            TextColumn("loss {task.fields[loss]:.4f}"), transient=True)
         self._task = self._p.add_task(desc, total=total, loss=float("nan"))
+        self._n = 0
         self._p.start()
 
-    def update(self, n: int, loss: float) -> None:
-        self._p.update(self._task, advance=n, loss=loss)
+    def update(self, n: int, losses: Mapping[str, Tensor]) -> None:
+        """Advance; the shown loss is read from the device only every ``_EVERY`` steps (a host sync)."""
+        self._n += n
+        if self._n % self._EVERY == 0 or self._n == 1:
+            loss = float(sum(float(v) for v in losses.values()) / max(len(losses), 1))
+            self._p.update(self._task, advance=n, loss=loss)
+        else:
+            self._p.update(self._task, advance=n)
 
     def close(self) -> None:
         self._p.stop()
