@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -12,9 +13,9 @@ from moomtl.config import parse_config
 from moomtl.experiments.sparse import run_sparse
 
 
-def _cfg(tmp_path, **sparsity):
+def _cfg(tmp_path, n_train=2000, **sparsity):
     return parse_config({
-        "data": {"dataset": "multimnist", "source": "mnist5k", "n_train": 2000, "n_val": 300, "n_test": 500,
+        "data": {"dataset": "multimnist", "source": "mnist5k", "n_train": n_train, "n_val": 300, "n_test": 500,
                  "cache_dir": str(tmp_path / "cache")},
         "model": {"name": "mdmtn_multimnist"},
         "method": {"name": "mwc_alm", "preference": [0.5, 0.5]},
@@ -25,6 +26,7 @@ def _cfg(tmp_path, **sparsity):
     })
 
 
+@pytest.mark.slow  # ~40 % of the default suite's time; the fast pipeline check is the test below
 def test_mdmtn_growl_reaches_group_sparsity_above_chance(tmp_path):
     cfg = _cfg(tmp_path, k0=[0.0, 0.01], strength=1000.0)
     report = run_sparse(cfg)
@@ -46,6 +48,23 @@ def test_mdmtn_growl_reaches_group_sparsity_above_chance(tmp_path):
     again = run_sparse(cfg)
     assert (out / "k0_0.01" / "result.json").stat().st_mtime_ns == mtime
     assert json.loads((out / "results.json").read_text())["hypervolume"] == again["hypervolume"]
+
+
+def test_sparse_pipeline_end_to_end_small(tmp_path):
+    """The whole pipeline on 256 pairs (search with prox → tying → retraining): every output written, the
+    prox zeroes rows, the compressed model is a state dict loadable with weights_only, a rerun resumes."""
+    cfg = _cfg(tmp_path, n_train=256, k0=[0.01], strength=20000.0, search_epochs=1, warmup_epochs=0)
+    report = run_sparse(cfg)
+    (row,) = report["rows"]
+    assert row["sparsity_after_search"]["zero_rows"] > 0
+    assert row["compressed_parameters"] < row["dense_parameters"]
+    point = tmp_path / "sparse" / "k0_0.01"
+    state = torch.load(point / "compressed_model.pt", weights_only=True)
+    assert isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())
+    assert sum(v.numel() for v in state.values()) == row["compressed_parameters"]
+    mtime = (point / "result.json").stat().st_mtime_ns
+    run_sparse(cfg)
+    assert (point / "result.json").stat().st_mtime_ns == mtime
 
 
 def test_sparse_cli_rejects_wrong_method(tmp_path):

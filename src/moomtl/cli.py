@@ -26,7 +26,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(markup=False)  # printed values are text: "[0.5, 0.5]" must not be read as markup
+console = Console(markup=False, soft_wrap=True)  # printed values are text: "[0.5, 0.5]" must not be read as markup
 err_console = Console(stderr=True, soft_wrap=True)  # one message = one line
 T = TypeVar("T")
 
