@@ -143,3 +143,12 @@ def test_methods_markdown_matches_docs():
     doc = (Path(__file__).parents[1] / "docs" / "methods.md").read_text()
     begin, end = "<!-- begin generated: moomtl methods --markdown -->\n", "<!-- end generated -->"
     assert doc[doc.index(begin) + len(begin):doc.index(end)] == result.output
+
+
+def test_python_dash_m_moomtl_is_the_cli():
+    """``python -m moomtl`` (what ``torchrun -m moomtl`` starts) runs the same command line."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "moomtl", "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "train" in out.stdout and "sweep" in out.stdout
