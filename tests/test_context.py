@@ -5,9 +5,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from moomtl.autodiff import StepContext, batched_jacobian
 from moomtl.methods import build_method
 from moomtl.models.lenet import hps_lenet
-from moomtl.train.context import StepContext, batched_jacobian
 
 
 def _losses(model, x, y):
@@ -74,3 +74,42 @@ def test_set_shared_direction_and_task_specific_backward():
     ctx.backward_task_specific()
     head_left = model.heads["left"][0].weight
     assert head_left.grad is not None and model.heads["right"][0].weight.grad is not None
+
+
+@pytest.mark.parametrize("weights", [None, torch.tensor([0.3, 1.7])])
+def test_head_gradients_reused_from_the_jacobian_calls_equal_a_backward_pass(weights):
+    """Reference: ``autograd.grad(Σ w_t L_t, task-specific params)`` (the second pass it replaces)."""
+    torch.manual_seed(0)
+    model = hps_lenet(dropout=0.0).double()
+    x, y = torch.randn(6, 1, 28, 28, dtype=torch.float64), torch.randint(0, 10, (6, 2))
+    losses, z = _losses(model, x, y)
+    lv = torch.stack(list(losses.values()))
+    w = torch.ones(2, dtype=torch.float64) if weights is None else weights.double()
+    ref = torch.autograd.grad((w * lv).sum(), model.task_specific_parameters(), retain_graph=True)
+    ctx = StepContext(model, losses, z, structure={})
+    ctx.jacobian("shared")
+    assert ctx._head_grads is not None  # the reuse path ran (disjoint HPS heads)
+    ctx.backward_task_specific(weights)
+    for p, r in zip(model.task_specific_parameters(), ref, strict=True):
+        torch.testing.assert_close(p.grad, r, rtol=1e-12, atol=1e-14)
+
+
+def test_jacobian_with_respect_to_any_tensors_and_cached_structure():
+    """``wrt`` may be a layer's output or a subset of parameters (reference: one backward per task);
+    the disjoint-heads walk is done once per ``structure`` dict."""
+    torch.manual_seed(1)
+    model = hps_lenet(dropout=0.0).double()
+    x, y = torch.randn(5, 1, 28, 28, dtype=torch.float64), torch.randint(0, 10, (5, 2))
+    structure: dict = {}
+    losses, z = _losses(model, x, y)
+    layer = list(model.shared_parameters())[:2]
+    ctx = StepContext(model, losses, z, structure=structure)
+    jac = ctx.jacobian(layer)
+    for i, t in enumerate(ctx.task_names):
+        g = torch.autograd.grad(losses[t], layer, retain_graph=True)
+        torch.testing.assert_close(jac[i], torch.cat([v.reshape(-1) for v in g]))
+    torch.testing.assert_close(ctx.jacobian(z), ctx.jacobian("representation"))
+    ctx.jacobian("shared")
+    assert structure == {"heads_disjoint": True}
+    with pytest.raises(ValueError, match="wrt must be"):
+        ctx.jacobian("everything")

@@ -24,6 +24,7 @@ from rich.console import Console
 from moomtl import io as mio
 from moomtl.config import ConfigError, ExperimentConfig, dump_config
 from moomtl.data.base import DataSplits
+from moomtl.events import Callback, TrainState
 from moomtl.experiments.run import (
     RUN_FILES,
     build_data,
@@ -37,7 +38,6 @@ from moomtl.methods.base import build_method
 from moomtl.models.base import count_parameters
 from moomtl.rundir import check_output_dir, locked
 from moomtl.tasks import Classification
-from moomtl.train.callbacks import Callback, TrainState
 
 RESULT = "result.json"
 

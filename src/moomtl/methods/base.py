@@ -1,12 +1,12 @@
 """The one interface through which every MOO/MTL method plugs into the trainer, and the registry.
 
 A method is an ``nn.Module`` (so its state — log-variances, duals, multipliers — is saved in
-checkpoints) and a :class:`~moomtl.train.callbacks.Callback` (so it can act between steps). Per step
+checkpoints) and a :class:`~moomtl.events.Callback` (so it can act between steps). Per step
 the trainer zeroes the gradients, computes the per-task losses and calls::
 
     info = method.backward(losses, ctx)   # populate .grad of the model's parameters
 
-then ``optimizer.step()``. ``ctx`` (:class:`~moomtl.train.context.StepContext`) lazily provides the
+then ``optimizer.step()``. ``ctx`` (:class:`~moomtl.autodiff.StepContext`) lazily provides the
 per-task Jacobian/Gramian w.r.t. shared parameters or the shared representation. The returned dict of
 detached 0-d tensors (e.g. task weights; Python floats are accepted too) is averaged per epoch and
 logged. The trainer knows no method by name: methods are looked up in a
@@ -25,8 +25,8 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import Tensor, nn
 
-from moomtl.train.callbacks import Callback
-from moomtl.train.context import StepContext
+from moomtl.autodiff.context import StepContext
+from moomtl.events import Callback
 
 
 class Method(nn.Module, Callback):

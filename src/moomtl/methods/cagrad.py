@@ -40,9 +40,9 @@ import torch
 from scipy.optimize import minimize
 from torch import Tensor
 
+from moomtl.autodiff.context import StepContext
 from moomtl.methods.base import Method, register, weights_info
 from moomtl.solvers.min_norm import min_norm
-from moomtl.train.context import StepContext
 
 # ‖g_w‖² (relative to max_t ‖g_t‖²) below which a min-norm point counts as zero: Pareto stationarity.
 _STATIONARY_TOL = 1e-14

@@ -30,9 +30,9 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from moomtl.autodiff.context import StepContext
 from moomtl.methods.base import Weighting, as_weight_vector, register, weights_info
 from moomtl.solvers import scalarizations as S
-from moomtl.train.context import StepContext
 
 IdealSpec = Sequence[float] | str | None
 

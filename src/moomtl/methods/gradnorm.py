@@ -32,10 +32,10 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from moomtl.autodiff import StepContext, task_jacobian
+from moomtl.events import TrainState
 from moomtl.methods.base import Method, register, weights_info
 from moomtl.models.base import MultiTaskModel
-from moomtl.train.callbacks import TrainState
-from moomtl.train.context import StepContext, task_jacobian
 
 
 def gradnorm_weight_grad(

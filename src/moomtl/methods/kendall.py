@@ -25,8 +25,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from moomtl.autodiff.context import StepContext
 from moomtl.methods.base import Method, register, weights_info
-from moomtl.train.context import StepContext
 
 KENDALL_VARIANTS = {"simple": (1.0, 1.0), "regression": (0.5, 0.5), "classification": (1.0, 0.5)}
 

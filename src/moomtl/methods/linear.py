@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from moomtl.autodiff.context import StepContext
 from moomtl.methods.base import Weighting, as_weight_vector, register
-from moomtl.train.context import StepContext
 
 
 @register("linear", "fixed linear scalarization Σ w_t L_t with user weights")

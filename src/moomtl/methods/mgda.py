@@ -33,10 +33,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from moomtl.autodiff.context import StepContext, Wrt
 from moomtl.methods.base import Method, register, weights_info
 from moomtl.methods.normalizers import NORMALIZERS, gradient_scales, normalize_gramian
 from moomtl.solvers.min_norm import min_norm
-from moomtl.train.context import StepContext, Wrt
 
 MIN_NORM_SOLVERS = ("active_set", "frank_wolfe", "away_frank_wolfe")
 
@@ -118,7 +118,7 @@ class MGDAUB(_MinNormMethod):
 
     >>> import torch
     >>> from moomtl.models.base import HardParameterSharing
-    >>> from moomtl.train.context import StepContext
+    >>> from moomtl.autodiff import StepContext
     >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
     <...>
     >>> heads = {"a": torch.nn.Linear(4, 1), "b": torch.nn.Linear(4, 1)}

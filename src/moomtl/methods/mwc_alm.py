@@ -77,9 +77,9 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from moomtl.autodiff.context import StepContext
+from moomtl.events import TrainState
 from moomtl.methods.base import Method, as_weight_vector, register
-from moomtl.train.callbacks import TrainState
-from moomtl.train.context import StepContext
 
 OuterUnit = Literal["epoch", "step"]
 TUpdate = Literal["exact", "optimizer"]

@@ -41,11 +41,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from moomtl.autodiff.context import StepContext
+from moomtl.events import TrainingError, TrainState
 from moomtl.methods.base import register, weights_info
 from moomtl.methods.chebyshev import IdealSpec, PreferenceMethod
 from moomtl.solvers.simplex import exponentiated_gradient_step, project_simplex
-from moomtl.train.callbacks import TrainingError, TrainState
-from moomtl.train.context import StepContext
 
 DUALS = ("eg", "euclidean")
 CONVERSIONS = ("last", "average", "adaptive")

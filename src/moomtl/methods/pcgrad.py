@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from moomtl.autodiff.context import StepContext
 from moomtl.methods.base import register, weights_info
 from moomtl.methods.random_weighting import SeededMethod
-from moomtl.train.context import StepContext
 
 
 def pcgrad_coefficients(gramian: Tensor, orders: Sequence[Sequence[int]]) -> Tensor:

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from moomtl.autodiff.context import StepContext
 from moomtl.methods.base import Method, Weighting, register, weights_info
-from moomtl.train.context import StepContext
 
 DISTRIBUTIONS = ("normal", "dirichlet", "uniform", "bernoulli")
 

@@ -16,10 +16,10 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from moomtl.events import Callback, TrainingError, TrainState
 from moomtl.sparsity.grouping import RegularizedGroup
 from moomtl.sparsity.growl import WEIGHT_KINDS, growl_prox, growl_weights, validate_theta
 from moomtl.sparsity.tying import TyingPlan, apply_tying
-from moomtl.train.callbacks import Callback, TrainingError, TrainState
 
 ThetaSpec = str | Callable[[int], Tensor] | Sequence[Tensor]
 

@@ -25,12 +25,12 @@ import torch
 from torch import Tensor
 
 from moomtl import io as mio
+from moomtl.autodiff.context import StepContext
 from moomtl.data.base import DataSplits, MultiTaskTensors
+from moomtl.events import Callback, TrainingError, TrainState
 from moomtl.methods.base import Method
 from moomtl.models.base import MultiTaskModel
 from moomtl.tasks import Classification, Task
-from moomtl.train.callbacks import Callback, TrainingError, TrainState
-from moomtl.train.context import StepContext
 
 CHECKPOINT = "checkpoint.pt"
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -279,6 +279,7 @@ class Trainer:
         sums: dict[str, Any] = {}
         counts = 0
         finite = torch.ones((), dtype=torch.bool, device=self.device)
+        structure: dict[str, Any] = {}  # static graph facts, found on the first step of the epoch
         step_losses: dict[str, Tensor] = {}
         bar = _progress(len(batches), f"epoch {state.epoch + 1}/{self.epochs}", self.progress)
         for idx in batches:
@@ -295,10 +296,10 @@ class Trainer:
             # Finiteness is tracked on the device and read once per epoch (no host sync per step);
             # a method that fails on non-finite input is answered with the same message.
             finite = finite & torch.isfinite(torch.stack(list(step_losses.values()))).all()
-            ctx = StepContext(self.model, losses, z, state.step, state.epoch)
+            ctx = StepContext(self.model, losses, z, state.step, state.epoch, structure=structure)
             try:
                 info = self.method.backward(losses, ctx) or {}
-            except (ValueError, RuntimeError) as e:
+            except (ValueError, RuntimeError):
                 if not bool(finite):
                     raise self._diverged(step_losses, state) from None
                 raise

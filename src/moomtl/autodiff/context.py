@@ -1,0 +1,195 @@
+"""Per-step context handed to methods: losses, the shared representation, and — computed lazily,
+once per step — per-task gradients (Jacobians) and Gramians with respect to the shared parameters,
+the shared representation, or any tensors the caller names."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from moomtl.autodiff.jacobian import _heads_are_disjoint, _rows_of_losses, batched_jacobian, task_jacobian
+from moomtl.models.base import MultiTaskModel
+
+#: What a Jacobian is taken with respect to: the shared parameters, the shared representation ``z``, or
+#: any tensors of the graph (a chosen layer's output, a subset of parameters).
+Wrt = Literal["shared", "representation"] | Tensor | Sequence[Tensor]
+
+
+class StepContext:
+    """Lazily computed quantities for one training step; every method reads what it needs.
+
+    Attributes:
+        model: the multi-task model (``encode``/``decode`` split).
+        losses: ``{task: scalar loss}`` still attached to the graph.
+        z: the shared representation ``encode(x)`` of this batch (attached to the graph).
+        step, epoch: counters of the trainer.
+        structure: a dict owned by the caller's loop and kept across steps, in which static facts about
+            the graph (whether the task heads above ``z`` are disjoint) are computed once instead of by a
+            graph walk every step. Pass a new dict when the model's structure changes; ``None``: walk
+            every step.
+
+    When the heads are disjoint, the per-task calls that give the shared-parameter Jacobian also give
+    each head's gradient, so :meth:`backward_task_specific` reuses them instead of a second pass
+    through the heads.
+    """
+
+    def __init__(
+        self, model: MultiTaskModel, losses: Mapping[str, Tensor], z: Tensor | None = None,
+        step: int = 0, epoch: int = 0, structure: dict[str, Any] | None = None,
+    ) -> None:
+        self.model = model
+        self.losses = dict(losses)
+        self.task_names = tuple(self.losses.keys())
+        self.z = z
+        self.step = step
+        self.epoch = epoch
+        self.structure = structure
+        self._jac: dict[Any, Tensor] = {}
+        self._gram: dict[Any, Tensor] = {}
+        self._head_grads: list[list[tuple[int, Tensor]]] | None = None
+        self._shared: list[torch.nn.Parameter] | None = None
+        self._specific: list[torch.nn.Parameter] | None = None
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.task_names)
+
+    @property
+    def loss_vector(self) -> Tensor:
+        """Losses stacked in task order, shape ``[T]`` (attached to the graph)."""
+        return torch.stack([self.losses[t] for t in self.task_names])
+
+    @property
+    def shared_params(self) -> list[torch.nn.Parameter]:
+        if self._shared is None:
+            self._shared = self.model.shared_parameters()
+        return self._shared
+
+    @property
+    def task_specific_params(self) -> list[torch.nn.Parameter]:
+        if self._specific is None:
+            self._specific = self.model.task_specific_parameters()
+        return self._specific
+
+    def _heads_disjoint(self) -> bool:
+        """Do the losses reach ``z`` through disjoint sub-graphs (hard parameter sharing)? Cached in
+        ``structure`` when the loop gives one."""
+        if self.z is None or not self.z.requires_grad:
+            return False
+        if self.structure is not None and "heads_disjoint" in self.structure:
+            return bool(self.structure["heads_disjoint"])
+        disjoint = _heads_are_disjoint([self.losses[t] for t in self.task_names], self.z, 50_000)
+        if self.structure is not None:
+            self.structure["heads_disjoint"] = disjoint
+        return disjoint
+
+    @staticmethod
+    def _key(wrt: Wrt) -> Any:
+        if isinstance(wrt, str):
+            if wrt not in ("shared", "representation"):
+                raise ValueError(f"wrt must be 'shared', 'representation' or tensors, got {wrt!r}")
+            return wrt
+        tensors = [wrt] if isinstance(wrt, Tensor) else list(wrt)
+        if not tensors or not all(isinstance(t, Tensor) for t in tensors):
+            raise ValueError("wrt must be 'shared', 'representation', a tensor or a non-empty sequence of tensors")
+        return tuple(id(t) for t in tensors)
+
+    def jacobian(self, wrt: Wrt = "shared") -> Tensor:
+        """``[T, n]`` matrix whose row t is ∇ L_t w.r.t. the shared parameters (flattened), the shared
+        representation ``z`` (flattened over the batch), or the given tensor(s) (any tensors of the
+        graph: a layer's output, some parameters). Cached per step."""
+        key = self._key(wrt)
+        if key in self._jac:
+            return self._jac[key]
+        losses = [self.losses[t] for t in self.task_names]
+        if wrt == "representation":
+            if self.z is None:
+                raise ValueError("this step has no shared representation z (model lacks encode())")
+            jac = _rows_of_losses(losses, [self.z]) if self._heads_disjoint() else None
+            if jac is None:
+                jac = batched_jacobian(self.loss_vector, [self.z])
+        elif wrt == "shared":
+            if self._heads_disjoint():
+                jac = self._shared_rows_and_head_grads(losses)
+            else:
+                jac = batched_jacobian(self.loss_vector, list(self.shared_params))
+        else:
+            tensors = [wrt] if isinstance(wrt, Tensor) else list(wrt)
+            z = self.z if self.z is not None and self.z.requires_grad else None
+            jac = task_jacobian(losses, tensors, through=z)
+        self._jac[key] = jac.detach()
+        return self._jac[key]
+
+    def _shared_rows_and_head_grads(self, losses: Sequence[Tensor]) -> Tensor:
+        """Rows ``∇_{θ^{sh}} L_t`` from one ``autograd.grad(L_t, shared + task-specific)`` per task (the
+        least any exact method needs: head t, then the encoder once), keeping head t's gradients of the
+        same call for :meth:`backward_task_specific`."""
+        shared, specific = list(self.shared_params), list(self.task_specific_params)
+        n = sum(p.numel() for p in shared)
+        ref = shared[0] if shared else losses[0]
+        out = torch.zeros((len(losses), n), dtype=ref.dtype, device=ref.device)
+        heads: list[list[tuple[int, Tensor]]] = []
+        for t, loss in enumerate(losses):
+            if loss.grad_fn is None:
+                heads.append([])
+                continue
+            grads = torch.autograd.grad(loss, shared + specific, retain_graph=True, allow_unused=True)
+            offset = 0
+            for g, p in zip(grads[: len(shared)], shared, strict=True):
+                if g is not None:
+                    out[t, offset : offset + p.numel()].copy_(g.reshape(-1))
+                offset += p.numel()
+            heads.append([(i, g) for i, g in enumerate(grads[len(shared):]) if g is not None])
+            del grads
+        self._head_grads = heads
+        return out
+
+    def gramian(self, wrt: Wrt = "shared") -> Tensor:
+        """``J Jᵀ`` (``[T, T]``), the inner products of task gradients; cached per step."""
+        key = self._key(wrt)
+        if key not in self._gram:
+            j = self.jacobian(wrt)
+            self._gram[key] = j @ j.T
+        return self._gram[key]
+
+    # --- ways a method turns its decision into parameter gradients -------------------------------
+    def backward_weighted(self, weights: Tensor) -> None:
+        """Backpropagate Σ_t w_t L_t through the whole network (one backward pass)."""
+        w = weights.to(self.loss_vector.dtype).detach()
+        (w * self.loss_vector).sum().backward()
+
+    def set_shared_direction(self, direction: Tensor) -> None:
+        """Write a flattened update direction (descent: the optimizer subtracts it) into the
+        ``.grad`` of the shared parameters."""
+        offset = 0
+        for p in self.shared_params:
+            n = p.numel()
+            g = direction[offset : offset + n].view_as(p).to(p.dtype)
+            p.grad = g.clone() if p.grad is None else p.grad + g
+            offset += n
+        if offset != direction.numel():
+            raise ValueError(f"direction has {direction.numel()} entries, shared parameters {offset}")
+
+    def backward_task_specific(self, weights: Tensor | None = None) -> None:
+        """Give task-specific parameters the gradient of Σ_t w_t L_t (w = 1 by default); since a
+        task-specific parameter only affects its own task, each gets (w_t times) its own gradient."""
+        params = self.task_specific_params
+        if not params:
+            return
+        if self._head_grads is not None:  # kept from the shared-Jacobian calls: no second pass
+            w_host = None if weights is None else weights.detach()
+            for t, pairs in enumerate(self._head_grads):
+                for i, g in pairs:
+                    g = g if w_host is None else g * w_host[t].to(g.dtype)
+                    p = params[i]
+                    p.grad = g.clone() if p.grad is None else p.grad + g
+            return
+        lv = self.loss_vector
+        w = torch.ones_like(lv) if weights is None else weights.to(lv.dtype).detach()
+        grads = torch.autograd.grad((w * lv).sum(), params, retain_graph=True, allow_unused=True)
+        for p, g in zip(params, grads, strict=True):
+            if g is not None:
+                p.grad = g.clone() if p.grad is None else p.grad + g
