@@ -12,6 +12,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev,sparse,data]"
+	$(PY) -m pip install -q --no-deps torchjd==0.18.0
 	touch $(STAMP)
 
 setup: $(STAMP)
