@@ -118,6 +118,11 @@ def train(
             console.print(f"no --config given: training moomtl's built-in defaults ({cfg.data.dataset}, "
                           f"{cfg.model.name}, {cfg.method_name}, {cfg.train.epochs} epochs) into {cfg.out}",
                           highlight=False)
+        from moomtl.autodiff.distributed import init_from_environment
+
+        if init_from_environment(cfg.train.device) != 0:  # torchrun: rank 0 reports
+            run_experiment(cfg, resume=resume, overwrite=overwrite)
+            return
         summary = run_experiment(cfg, resume=resume, overwrite=overwrite)
         if resume:
             start = summary.get("resumed_from", 0)

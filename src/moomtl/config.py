@@ -91,6 +91,7 @@ class ModelConfig:
     # "default" (PyTorch's layer defaults) or "lsuv" (orthonormal + layer-sequential unit variance on one
     # training batch, as the MDMTN code; see moomtl.models.init).
     init: str = "default"
+    dropout: float | None = None  # models that have dropout (hps_lenet): its rate; null = the model's default
 
 
 @dataclass

@@ -10,6 +10,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from moomtl.autodiff.distributed import Reducer
 from moomtl.autodiff.jacobian import _heads_are_disjoint, _rows_of_losses, batched_jacobian, task_jacobian
 from moomtl.models.base import MultiTaskModel
 
@@ -31,6 +32,10 @@ class StepContext:
             graph walk every step. Pass a new dict when the model's structure changes; ``None``: walk
             every step.
 
+        reducer: in a multi-process run (:mod:`moomtl.autodiff.distributed`), the group over which loss
+            values, the shared Jacobian and the representation Gramian are summed, so every rank sees the
+            global quantities; ``losses`` are then this rank's share of the global losses.
+
     When the heads are disjoint, the per-task calls that give the shared-parameter Jacobian also give
     each head's gradient, so :meth:`backward_task_specific` reuses them instead of a second pass
     through the heads.
@@ -39,6 +44,7 @@ class StepContext:
     def __init__(
         self, model: MultiTaskModel, losses: Mapping[str, Tensor], z: Tensor | None = None,
         step: int = 0, epoch: int = 0, structure: dict[str, Any] | None = None,
+        reducer: Reducer | None = None,
     ) -> None:
         self.model = model
         self.losses = dict(losses)
@@ -47,6 +53,8 @@ class StepContext:
         self.step = step
         self.epoch = epoch
         self.structure = structure
+        self.reducer = reducer
+        self._loss_values: Tensor | None = None
         self._jac: dict[Any, Tensor] = {}
         self._gram: dict[Any, Tensor] = {}
         self._head_grads: list[list[tuple[int, Tensor]]] | None = None
@@ -61,6 +69,22 @@ class StepContext:
     def loss_vector(self) -> Tensor:
         """Losses stacked in task order, shape ``[T]`` (attached to the graph)."""
         return torch.stack([self.losses[t] for t in self.task_names])
+
+    @property
+    def world_size(self) -> int:
+        """Number of processes the step is split over (1 without a reducer). A term of a method's
+        objective that does not come from the losses (a regularizer) is added with weight ``1/W`` on each
+        rank, since the ranks' objectives are summed."""
+        return 1 if self.reducer is None else self.reducer.world_size
+
+    @property
+    def loss_values(self) -> Tensor:
+        """The losses' values (detached, ``[T]``): what a method reads to decide its weights. In a
+        multi-process run, the global losses (summed over ranks)."""
+        if self._loss_values is None:
+            v = self.loss_vector.detach()
+            self._loss_values = self.reducer.sum_(v.clone()) if self.reducer is not None else v
+        return self._loss_values
 
     @property
     def shared_params(self) -> list[torch.nn.Parameter]:
@@ -120,8 +144,21 @@ class StepContext:
             tensors = [wrt] if isinstance(wrt, Tensor) else list(wrt)
             z = self.z if self.z is not None and self.z.requires_grad else None
             jac = task_jacobian(losses, tensors, through=z)
-        self._jac[key] = jac.detach()
+        jac = jac.detach()
+        if self.reducer is not None and not self._per_sample(wrt):
+            jac = self.reducer.sum_(jac.contiguous())  # parameters: the global Jacobian is the sum of ranks'
+        self._jac[key] = jac
         return self._jac[key]
+
+    def _per_sample(self, wrt: Wrt) -> bool:
+        """Is ``wrt`` an activation (rows of different ranks are about different samples, so only the
+        Gramian can be reduced) rather than parameters (shared by all ranks)?"""
+        if wrt == "shared":
+            return False
+        if wrt == "representation":
+            return True
+        tensors = [wrt] if isinstance(wrt, Tensor) else list(wrt)
+        return not all(isinstance(t, torch.nn.Parameter) for t in tensors)
 
     def _shared_rows_and_head_grads(self, losses: Sequence[Tensor]) -> Tensor:
         """Rows ``∇_{θ^{sh}} L_t`` from one ``autograd.grad(L_t, shared + task-specific)`` per task (the
@@ -152,7 +189,10 @@ class StepContext:
         key = self._key(wrt)
         if key not in self._gram:
             j = self.jacobian(wrt)
-            self._gram[key] = j @ j.T
+            g = j @ j.T
+            if self.reducer is not None and self._per_sample(wrt):
+                g = self.reducer.sum_(g.contiguous())  # Σ_r J_r J_rᵀ: T² numbers per step
+            self._gram[key] = g
         return self._gram[key]
 
     # --- ways a method turns its decision into parameter gradients -------------------------------
@@ -163,7 +203,10 @@ class StepContext:
 
     def set_shared_direction(self, direction: Tensor) -> None:
         """Write a flattened update direction (descent: the optimizer subtracts it) into the
-        ``.grad`` of the shared parameters."""
+        ``.grad`` of the shared parameters. In a multi-process run the direction (computed from global
+        quantities) is written as this rank's share ``d / W``; the loop sums the gradients of all ranks."""
+        if self.reducer is not None:
+            direction = direction / self.reducer.world_size
         offset = 0
         for p in self.shared_params:
             n = p.numel()

@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from moomtl import io as mio
+from moomtl.autodiff.distributed import rank as distributed_rank
 from moomtl.config import ConfigError, ExperimentConfig, dump_config
 from moomtl.data.base import DataSplits
 from moomtl.methods.base import Method, build_method
@@ -106,7 +107,7 @@ def build_model_from(cfg: ExperimentConfig, splits: DataSplits) -> MultiTaskMode
     ``model.init`` says (LSUV uses one seeded batch of training images)."""
     try:
         model = build_model(cfg.model.name, splits.task_names, splits.output_sizes(),
-                            input_shape=tuple(splits.train.x.shape[1:]))
+                            input_shape=tuple(splits.train.x.shape[1:]), dropout=cfg.model.dropout)
     except ValueError as e:
         raise ConfigError(f"model: {e}") from None
     check_model_fits(model, splits, cfg.model.name)
@@ -255,42 +256,59 @@ def run_experiment(
     out = Path(cfg.out)
     method = build_method_from(cfg)  # validate the method and optimizer before any data work
     validate_optimization(cfg)
+    if distributed_rank() != 0:  # torchrun: rank 0 owns the folder; the others train and read only
+        if resume and _finished(out, cfg):
+            return {**read_run_result(out), "resumed_from": cfg.train.epochs}
+        return _train_in(cfg, out, method, resume, splits, writer=False)
     check_output_dir(out)
     with locked(out):
         prepare_run_folder(out, cfg, resume, overwrite)
-        if resume and (out / RESULT).is_file() and (out / "config.yaml").is_file() \
-                and read_run_config(out).get("train", {}).get("epochs") == cfg.train.epochs:
+        if resume and _finished(out, cfg):
             return {**read_run_result(out), "resumed_from": cfg.train.epochs}
-        checkpoint = None
-        if resume and (out / CHECKPOINT).exists():
-            checkpoint = load_checkpoint(out / CHECKPOINT, resolve_device(cfg.train.device))
-        splits = splits if splits is not None else build_data(cfg)
-        torch.manual_seed(cfg.train.seed)  # model init depends on the run seed only
-        model = build_model_from(cfg, splits)
-        trainer = make_trainer(cfg, model, method, out)
-        try:
-            method.setup(splits.task_names, model)  # e.g. weights of the wrong length
-        except ValueError as e:
-            raise ConfigError(f"method: {e}") from None
+        return _train_in(cfg, out, method, resume, splits, writer=True)
+
+
+def _finished(out: Path, cfg: ExperimentConfig) -> bool:
+    """``out`` holds a finished run of exactly ``cfg.train.epochs`` epochs."""
+    return (out / RESULT).is_file() and (out / "config.yaml").is_file() \
+        and read_run_config(out).get("train", {}).get("epochs") == cfg.train.epochs
+
+
+def _train_in(
+    cfg: ExperimentConfig, out: Path, method: Method, resume: bool, splits: DataSplits | None, writer: bool
+) -> dict[str, Any]:
+    checkpoint = None
+    if resume and (out / CHECKPOINT).exists():
+        checkpoint = load_checkpoint(out / CHECKPOINT, resolve_device(cfg.train.device))
+    splits = splits if splits is not None else build_data(cfg)
+    torch.manual_seed(cfg.train.seed)  # model init depends on the run seed only
+    model = build_model_from(cfg, splits)
+    trainer = make_trainer(cfg, model, method, out)
+    try:
+        method.setup(splits.task_names, model)  # e.g. weights of the wrong length
+    except ValueError as e:
+        raise ConfigError(f"method: {e}") from None
+    if writer:
         mio.write_text(out / "config.yaml", dump_config(cfg))
         if (out / RESULT).exists():  # continuing a finished run for more epochs: it is unfinished again
             (out / RESULT).unlink()
-        t0 = time.perf_counter()
-        result = trainer.fit(splits, resume=resume, checkpoint=checkpoint)
-        final = result.metrics
-        summary = {
-            "method": cfg.method_name,
-            "method_params": cfg.method_params,
-            "method_repr": repr(method),
-            "model": cfg.model.name,
-            "parameters": count_parameters(model),
-            "data": splits.description,
-            "epochs": cfg.train.epochs,
-            "wall_seconds": time.perf_counter() - t0,
-            "final": final,
-            # The paper's summary for many tasks (CelebA: "average error" over 40 attributes).
-            "test_mean_acc": _mean_over_tasks(final, "test", splits.task_names, "acc"),
-            "history_last": result.history[-1] if result.history else {},
-        }
+    t0 = time.perf_counter()
+    result = trainer.fit(splits, resume=resume, checkpoint=checkpoint)
+    final = result.metrics
+    summary = {
+        "method": cfg.method_name,
+        "method_params": cfg.method_params,
+        "method_repr": repr(method),
+        "model": cfg.model.name,
+        "parameters": count_parameters(model),
+        "data": splits.description,
+        "epochs": cfg.train.epochs,
+        "wall_seconds": time.perf_counter() - t0,
+        "final": final,
+        # The paper's summary for many tasks (CelebA: "average error" over 40 attributes).
+        "test_mean_acc": _mean_over_tasks(final, "test", splits.task_names, "acc"),
+        "history_last": result.history[-1] if result.history else {},
+    }
+    if writer:
         mio.write_json(out / RESULT, summary)
-        return {**summary, "resumed_from": result.resumed_from}
+    return {**summary, "resumed_from": result.resumed_from}

@@ -69,7 +69,7 @@ class Weighting(Method):
         raise NotImplementedError
 
     def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, float]:
-        w = self.weights(ctx.loss_vector.detach(), ctx)
+        w = self.weights(ctx.loss_values, ctx)
         ctx.backward_weighted(w)
         return weights_info(self.task_names or ctx.task_names, w)
 

@@ -143,7 +143,7 @@ class ChebyshevFamily(PreferenceMethod):
         return self.weights_and_value(losses)[0]
 
     def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, float]:
-        f = ctx.loss_vector.detach()
+        f = ctx.loss_values
         w, value, z = self.weights_and_value(f)
         ctx.backward_weighted(w)
         info = weights_info(self.task_names, w)

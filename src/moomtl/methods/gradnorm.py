@@ -112,7 +112,7 @@ class GradNorm(Method):
     def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, float]:
         if self.layer_name is None:
             raise ValueError("gradnorm: call setup() before backward()")
-        lv = ctx.loss_vector.detach()
+        lv = ctx.loss_values
         if bool(torch.isnan(self.initial_losses).any()):
             self.initial_losses = lv.to(self.initial_losses.dtype).clone()
         w_param = ctx.model.get_parameter(self.layer_name)

@@ -58,22 +58,22 @@ class UncertaintyWeighting(Method):
         super().setup(task_names, model)
         self.log_vars = nn.Parameter(torch.full((len(task_names),), self.init))
 
-    def objective(self, losses: Tensor) -> Tensor:
-        """``Σ c e^{-s_t} L_t + r s_t`` for the loss vector ``losses`` (``[T]``)."""
+    def objective(self, losses: Tensor, share: float = 1.0) -> Tensor:
+        """``Σ c e^{-s_t} L_t + r s_t`` for the loss vector ``losses`` (``[T]``); ``share`` scales the
+        loss-free term ``r s_t`` (``1/W`` on each of ``W`` ranks, whose objectives are summed)."""
         if losses.shape != self.log_vars.shape:
             raise ValueError(
                 f"expected {self.log_vars.numel()} losses (call setup first), got {tuple(losses.shape)}"
             )
         c, r = KENDALL_VARIANTS[self.variant]
         s = self.log_vars.to(losses.dtype)
-        return (c * torch.exp(-s) * losses + r * s).sum()
+        return (c * torch.exp(-s) * losses + share * r * s).sum()
 
     def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, float]:
         # One backward gives the model Σ c e^{-s_t} ∇L_t and s_t its own gradient r − c e^{-s_t} L_t.
-        self.objective(ctx.loss_vector).backward()
+        self.objective(ctx.loss_vector, share=1.0 / ctx.world_size).backward()
         c, _ = KENDALL_VARIANTS[self.variant]
         w = c * torch.exp(-self.log_vars.detach())
         info = weights_info(self.task_names, w)
-        s = self.log_vars.tolist()
-        info.update({f"log_var/{t}": float(v) for t, v in zip(self.task_names, s, strict=True)})
+        info.update({f"log_var/{t}": v for t, v in zip(self.task_names, self.log_vars.detach(), strict=True)})
         return info

@@ -21,6 +21,7 @@ from moomtl.methods.base import Weighting, as_weight_vector, register
 @register("linear", "fixed linear scalarization Σ w_t L_t with user weights")
 class LinearScalarization(Weighting):
     """Fixed user weights ``w`` (one per task, ≥ 0). ``normalize=True`` rescales them to sum to 1.
+    ``weights=None``: ``1/T`` each, sized when the number of tasks is known (``setup``).
 
     >>> LinearScalarization(weights=[3.0, 1.0], normalize=True).w.tolist()
     [0.75, 0.25]
@@ -28,14 +29,16 @@ class LinearScalarization(Weighting):
 
     preference_param = "weights"
 
-    def __init__(self, weights: Sequence[float], normalize: bool = False) -> None:
+    def __init__(self, weights: Sequence[float] | None = None, normalize: bool = False) -> None:
         super().__init__()
-        w = as_weight_vector(weights)
         self.normalize = normalize
-        self.register_buffer("w", w / w.sum() if normalize else w, persistent=False)
+        w = as_weight_vector(weights) if weights is not None else torch.zeros(0, dtype=torch.float64)
+        self.register_buffer("w", w / w.sum() if normalize and w.numel() else w, persistent=False)
 
     def setup(self, task_names: Sequence[str], model: nn.Module) -> None:
         super().setup(task_names, model)
+        if self.w.numel() == 0:
+            self.w = torch.full((len(task_names),), 1.0 / len(task_names), dtype=torch.float64, device=self.w.device)
         if self.w.numel() != len(task_names):
             raise ValueError(f"linear: {self.w.numel()} weights given for {len(task_names)} tasks")
 

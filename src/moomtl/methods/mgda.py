@@ -68,7 +68,7 @@ class _MinNormMethod(Method):
     def task_weights(self, ctx: StepContext) -> Tensor:
         """Min-norm weights α (``[T]``, on the simplex) of this step's (normalized) task gradients."""
         gram = ctx.gramian(self.wrt)
-        scales = gradient_scales(gram, ctx.loss_vector.detach(), self.normalization)
+        scales = gradient_scales(gram, ctx.loss_values, self.normalization)
         kwargs: dict[str, float | int | str] = {}
         if self.max_iter is not None:
             kwargs["max_iter"] = self.max_iter

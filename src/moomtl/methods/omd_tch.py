@@ -273,7 +273,7 @@ class OMDTCH(PreferenceMethod):
         return (self.p * self.pref.to(self.p)).to(losses)
 
     def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, float]:
-        f = ctx.loss_vector.detach()
+        f = ctx.loss_values
         z = self.current_ideal(f)
         w = self.weights(f, ctx)
         if ctx.model is not None:

@@ -11,11 +11,11 @@ from moomtl.models.base import MultiTaskModel
 ModelBuilder = Callable[..., MultiTaskModel]  # (task_names, n_classes[, input_shape=...]) -> model
 
 
-def _hps_lenet(task_names: Sequence[str], n_classes: Sequence[int]) -> MultiTaskModel:
+def _hps_lenet(task_names: Sequence[str], n_classes: Sequence[int], dropout: float = 0.5) -> MultiTaskModel:
     from moomtl.models.base import HardParameterSharing
     from moomtl.models.lenet import LeNetEncoder, lenet_head
 
-    return HardParameterSharing(LeNetEncoder(), {t: lenet_head(c) for t, c in zip(task_names, n_classes, strict=True)})
+    return HardParameterSharing(LeNetEncoder(dropout=dropout), {t: lenet_head(c) for t, c in zip(task_names, n_classes, strict=True)})
 
 
 def _lazy(name: str) -> ModelBuilder:
@@ -78,13 +78,23 @@ MODELS: dict[str, tuple[ModelBuilder, str]] = {
 
 
 def build_model(
-    name: str, task_names: Sequence[str], n_classes: Sequence[int], input_shape: Sequence[int] | None = None
+    name: str, task_names: Sequence[str], n_classes: Sequence[int], input_shape: Sequence[int] | None = None,
+    dropout: float | None = None,
 ) -> MultiTaskModel:
     """Build model ``name``; ``input_shape`` goes to builders that size their layers from it (others have a
-    fixed input shape and ignore it)."""
+    fixed input shape and ignore it); ``dropout`` (``None``: the model's default) to builders that have
+    it, and is an error for the others."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
     builder = MODELS[name][0]
-    if input_shape is not None and "input_shape" in inspect.signature(builder).parameters:
-        return builder(task_names, n_classes, input_shape=tuple(input_shape))
-    return builder(task_names, n_classes)
+    params = inspect.signature(builder).parameters
+    kwargs: dict = {}
+    if input_shape is not None and "input_shape" in params:
+        kwargs["input_shape"] = tuple(input_shape)
+    if dropout is not None:
+        if "dropout" not in params:
+            raise ValueError(f"model {name!r} has no dropout option")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        kwargs["dropout"] = float(dropout)
+    return builder(task_names, n_classes, **kwargs)

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from moomtl import io as mio
 from moomtl.autodiff.context import StepContext
+from moomtl.autodiff.distributed import Reducer
 from moomtl.data.base import DataSplits, MultiTaskTensors
 from moomtl.events import Callback, TrainingError, TrainState
 from moomtl.methods.base import Method
@@ -171,6 +172,7 @@ class Trainer:
         seed: int = 0, device: str = "cpu", callbacks: Sequence[Callback] = (),
         train_transform: BatchTransform | None = None, loss_fns: Mapping[str, LossFn] | None = None,
         out_dir: str | Path | None = None, progress: bool = False, eval_batch_size: int = 1024,
+        distributed: bool | None = None,
     ) -> None:
         if epochs < 1:
             raise ValueError(f"epochs must be ≥ 1, got {epochs}")
@@ -192,6 +194,19 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.progress = progress
         self.eval_batch_size = eval_batch_size
+        # Several processes (torchrun): exact multi-objective steps over the global batch (see
+        # moomtl.autodiff.distributed); None = whenever torch.distributed is initialized with > 1 rank.
+        self.reducer = None if distributed is False else Reducer.from_environment()
+        if distributed and self.reducer is None:
+            raise ValueError("distributed=True needs an initialized torch.distributed group of > 1 process")
+        if self.reducer is not None and batch_size < self.reducer.world_size:
+            raise ValueError(f"batch_size ({batch_size}) is the global batch: it must be ≥ the number of "
+                             f"processes ({self.reducer.world_size})")
+
+    @property
+    def writes(self) -> bool:
+        """Whether this process writes the run folder (rank 0 of a multi-process run, or the only one)."""
+        return self.out_dir is not None and (self.reducer is None or self.reducer.rank == 0)
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
         params = [p for p in list(self.model.parameters()) + list(self.method.parameters()) if p.requires_grad]
@@ -215,6 +230,9 @@ class Trainer:
         self.model.to(self.device)
         self.method.setup(task_names, self.model)
         self.method.to(self.device)
+        if self.reducer is not None:  # every rank starts from rank 0's parameters and method state
+            self.reducer.broadcast_([*self.model.parameters(), *self.model.buffers(), *self.method.parameters(),
+                                     *self.method.buffers()])
         opt = self._build_optimizer()
         sched = self._build_scheduler(opt)
         state = TrainState(model=self.model, optimizer=opt)
@@ -255,7 +273,7 @@ class Trainer:
                 f"the final evaluation is not finite ({', '.join(bad[:4])}{', ...' if len(bad) > 4 else ''}); "
                 "the run is not marked finished; lower the learning rate or check the data"
             )
-        if self.out_dir is not None:
+        if self.writes:
             mio.write_json(self.out_dir / "final_metrics.json", result.metrics)
             mio.torch_save(self.model.state_dict(), self.out_dir / "model.pt")
         return result
@@ -282,7 +300,12 @@ class Trainer:
         structure: dict[str, Any] = {}  # static graph facts, found on the first step of the epoch
         step_losses: dict[str, Tensor] = {}
         bar = _progress(len(batches), f"epoch {state.epoch + 1}/{self.epochs}", self.progress)
+        reducer = self.reducer
+        params = [p for group in opt.param_groups for p in group["params"]]
         for idx in batches:
+            n_global = len(idx)
+            if reducer is not None:
+                idx = reducer.shard(idx)
             x = data.images(idx)
             if self.train_transform is not None:
                 x = self.train_transform(x, gen)
@@ -292,17 +315,22 @@ class Trainer:
             z = self.model.encode(x)
             out = self.model.decode(z, x)
             losses = {name: loss_fns[name](out[name], targets[name]) for name in data.task_names}
-            step_losses = {name: v.detach() for name, v in losses.items()}
+            if reducer is not None:  # this rank's share of the global mean losses
+                share = len(idx) / n_global
+                losses = {n: v * share if len(idx) else out[n].sum() * 0.0 for n, v in losses.items()}
+            ctx = StepContext(self.model, losses, z, state.step, state.epoch, structure=structure, reducer=reducer)
+            step_losses = dict(zip(data.task_names, ctx.loss_values, strict=True))
             # Finiteness is tracked on the device and read once per epoch (no host sync per step);
             # a method that fails on non-finite input is answered with the same message.
-            finite = finite & torch.isfinite(torch.stack(list(step_losses.values()))).all()
-            ctx = StepContext(self.model, losses, z, state.step, state.epoch, structure=structure)
+            finite = finite & torch.isfinite(ctx.loss_values).all()
             try:
                 info = self.method.backward(losses, ctx) or {}
             except (ValueError, RuntimeError):
                 if not bool(finite):
                     raise self._diverged(step_losses, state) from None
                 raise
+            if reducer is not None:
+                reducer.sum_grads_(params)
             opt.step()
             state.step += 1
             state.step_losses = step_losses
@@ -331,7 +359,7 @@ class Trainer:
 
     # --- checkpoint and logs -----------------------------------------------------------------------
     def _save(self, opt: Any, sched: Any, state: TrainState, result: TrainResult, epochs_done: int) -> None:
-        if self.out_dir is None:
+        if not self.writes:
             return
         ckpt = {
             "format": CHECKPOINT_FORMAT,
