@@ -101,6 +101,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     progress: bool = True
+    amp: str | None = None  # mixed precision of the forward pass: bf16 | fp16 (null: float32)
 
 
 @dataclass
@@ -258,6 +259,8 @@ def parse_config(raw: dict[str, Any] | None) -> ExperimentConfig:
         if not 0 <= v < SEED_LIMIT:
             raise ConfigError(f"{key} must be in [0, 2**32), got {v}")
     _check_device(cfg.train.device)
+    if cfg.train.amp not in (None, "bf16", "fp16"):
+        raise ConfigError(f"train.amp must be bf16, fp16 or null, got {cfg.train.amp!r}")
     if cfg.data.dataset not in DATASETS:
         raise ConfigError(f"data.dataset: unknown data set {cfg.data.dataset!r}; choose one of {', '.join(DATASETS)}")
     if cfg.data.interpolation not in ("nearest", "bilinear"):

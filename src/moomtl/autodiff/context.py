@@ -36,6 +36,12 @@ class StepContext:
             values, the shared Jacobian and the representation Gramian are summed, so every rank sees the
             global quantities; ``losses`` are then this rank's share of the global losses.
 
+        loss_scale: mixed precision with float16 (:mod:`moomtl.train.amp`): ``losses`` are the true
+            losses times ``S``, so every gradient a backward pass produces is ``S``-scaled (no underflow);
+            Jacobian rows, Gramians and loss values are unscaled here in float32 before any method
+            decides from them, and a direction a method writes is scaled by ``S`` like the rest. The
+            loop unscales all gradients by ``1/S`` and skips the step when one is not finite.
+
     When the heads are disjoint, the per-task calls that give the shared-parameter Jacobian also give
     each head's gradient, so :meth:`backward_task_specific` reuses them instead of a second pass
     through the heads.
@@ -44,7 +50,7 @@ class StepContext:
     def __init__(
         self, model: MultiTaskModel, losses: Mapping[str, Tensor], z: Tensor | None = None,
         step: int = 0, epoch: int = 0, structure: dict[str, Any] | None = None,
-        reducer: Reducer | None = None,
+        reducer: Reducer | None = None, loss_scale: float = 1.0,
     ) -> None:
         self.model = model
         self.losses = dict(losses)
@@ -54,6 +60,7 @@ class StepContext:
         self.epoch = epoch
         self.structure = structure
         self.reducer = reducer
+        self.loss_scale = float(loss_scale)
         self._loss_values: Tensor | None = None
         self._jac: dict[Any, Tensor] = {}
         self._gram: dict[Any, Tensor] = {}
@@ -83,6 +90,8 @@ class StepContext:
         multi-process run, the global losses (summed over ranks)."""
         if self._loss_values is None:
             v = self.loss_vector.detach()
+            if self.loss_scale != 1.0:
+                v = v.to(torch.promote_types(v.dtype, torch.float32)) / self.loss_scale
             self._loss_values = self.reducer.sum_(v.clone()) if self.reducer is not None else v
         return self._loss_values
 
@@ -145,6 +154,10 @@ class StepContext:
             z = self.z if self.z is not None and self.z.requires_grad else None
             jac = task_jacobian(losses, tensors, through=z)
         jac = jac.detach()
+        if jac.dtype in (torch.float16, torch.bfloat16):  # rows through autocast regions: solve in float32
+            jac = jac.float()
+        if self.loss_scale != 1.0:
+            jac = jac.to(torch.promote_types(jac.dtype, torch.float32)) / self.loss_scale
         if self.reducer is not None and not self._per_sample(wrt):
             jac = self.reducer.sum_(jac.contiguous())  # parameters: the global Jacobian is the sum of ranks'
         self._jac[key] = jac
@@ -207,6 +220,8 @@ class StepContext:
         quantities) is written as this rank's share ``d / W``; the loop sums the gradients of all ranks."""
         if self.reducer is not None:
             direction = direction / self.reducer.world_size
+        if self.loss_scale != 1.0:
+            direction = direction * self.loss_scale
         offset = 0
         for p in self.shared_params:
             n = p.numel()

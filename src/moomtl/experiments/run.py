@@ -162,7 +162,7 @@ def make_trainer(cfg: ExperimentConfig, model: Any, method: Method, out_dir: Pat
             model, method, optimizer=opt.pop("name"), optimizer_kwargs=opt,
             scheduler=sched.pop("name") if sched else None, scheduler_kwargs=sched,
             epochs=cfg.train.epochs, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
-            device=cfg.train.device, out_dir=out_dir, progress=cfg.train.progress, **extra,
+            device=cfg.train.device, out_dir=out_dir, progress=cfg.train.progress, amp=cfg.train.amp, **extra,
         )
     except ValueError as e:
         raise ConfigError(str(e)) from None

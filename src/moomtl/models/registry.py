@@ -15,7 +15,8 @@ def _hps_lenet(task_names: Sequence[str], n_classes: Sequence[int], dropout: flo
     from moomtl.models.base import HardParameterSharing
     from moomtl.models.lenet import LeNetEncoder, lenet_head
 
-    return HardParameterSharing(LeNetEncoder(dropout=dropout), {t: lenet_head(c) for t, c in zip(task_names, n_classes, strict=True)})
+    heads = {t: lenet_head(c) for t, c in zip(task_names, n_classes, strict=True)}
+    return HardParameterSharing(LeNetEncoder(dropout=dropout), heads)
 
 
 def _lazy(name: str) -> ModelBuilder:

@@ -16,6 +16,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from moomtl.events import Callback, TrainingError, TrainState
 from moomtl.methods.base import Method
 from moomtl.models.base import MultiTaskModel
 from moomtl.tasks import Classification, Task
+from moomtl.train.amp import MixedPrecision
 
 CHECKPOINT = "checkpoint.pt"
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -172,7 +174,7 @@ class Trainer:
         seed: int = 0, device: str = "cpu", callbacks: Sequence[Callback] = (),
         train_transform: BatchTransform | None = None, loss_fns: Mapping[str, LossFn] | None = None,
         out_dir: str | Path | None = None, progress: bool = False, eval_batch_size: int = 1024,
-        distributed: bool | None = None,
+        distributed: bool | None = None, amp: str | None = None,
     ) -> None:
         if epochs < 1:
             raise ValueError(f"epochs must be ≥ 1, got {epochs}")
@@ -194,6 +196,8 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.progress = progress
         self.eval_batch_size = eval_batch_size
+        # Mixed precision of the training forward pass (None: float32); see moomtl.train.amp.
+        self.amp = MixedPrecision(amp, self.device) if amp is not None else None
         # Several processes (torchrun): exact multi-objective steps over the global batch (see
         # moomtl.autodiff.distributed); None = whenever torch.distributed is initialized with > 1 rank.
         self.reducer = None if distributed is False else Reducer.from_environment()
@@ -312,13 +316,18 @@ class Trainer:
             x = x.to(self.device)
             targets = {k: v.to(self.device) for k, v in data.targets(idx).items()}
             opt.zero_grad(set_to_none=True)
-            z = self.model.encode(x)
-            out = self.model.decode(z, x)
-            losses = {name: loss_fns[name](out[name], targets[name]) for name in data.task_names}
+            with self.amp.autocast() if self.amp is not None else nullcontext():
+                z = self.model.encode(x)
+                out = self.model.decode(z, x)
+                losses = {name: loss_fns[name](out[name], targets[name]).float() for name in data.task_names}
             if reducer is not None:  # this rank's share of the global mean losses
                 share = len(idx) / n_global
                 losses = {n: v * share if len(idx) else out[n].sum() * 0.0 for n, v in losses.items()}
-            ctx = StepContext(self.model, losses, z, state.step, state.epoch, structure=structure, reducer=reducer)
+            scale = self.amp.scale if self.amp is not None else 1.0
+            if scale != 1.0:
+                losses = {n: v * scale for n, v in losses.items()}
+            ctx = StepContext(self.model, losses, z, state.step, state.epoch, structure=structure, reducer=reducer,
+                              loss_scale=scale)
             step_losses = dict(zip(data.task_names, ctx.loss_values, strict=True))
             # Finiteness is tracked on the device and read once per epoch (no host sync per step);
             # a method that fails on non-finite input is answered with the same message.
@@ -331,7 +340,8 @@ class Trainer:
                 raise
             if reducer is not None:
                 reducer.sum_grads_(params)
-            opt.step()
+            if self.amp is None or self.amp.unscale_(params):
+                opt.step()  # else: a float16 step with non-finite gradients is skipped, its scale halved
             state.step += 1
             state.step_losses = step_losses
             state.lr = opt.param_groups[0]["lr"]
@@ -372,6 +382,7 @@ class Trainer:
             "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in self.callbacks],
             "history": result.history,
             "rng": rng_state(),
+            "amp": self.amp.state_dict() if self.amp is not None else None,
         }
         mio.torch_save(ckpt, self.out_dir / CHECKPOINT)
         mio.write_json(self.out_dir / "metrics.json", result.history, nonfinite_as_null=True)
@@ -397,6 +408,8 @@ class Trainer:
                 if cb_state is not None and hasattr(cb, "load_state_dict"):
                     cb.load_state_dict(cb_state)
             set_rng_state(ckpt["rng"])
+            if self.amp is not None and ckpt.get("amp") is not None:
+                self.amp.load_state_dict(ckpt["amp"])
         except (KeyError, RuntimeError, ValueError, TypeError, IndexError, AttributeError) as e:
             raise TrainingError(f"cannot resume from {where}: {_one_line(e)}") from None
         state.step = int(ckpt["step"])
