@@ -102,6 +102,7 @@ class TrainConfig:
     device: str = "cpu"
     progress: bool = True
     amp: str | None = None  # mixed precision of the forward pass: bf16 | fp16 (null: float32)
+    tensorboard: bool = False  # event files under <out>/tensorboard (needs the tensorboard extra)
 
 
 @dataclass

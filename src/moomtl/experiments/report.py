@@ -173,8 +173,13 @@ def run_preference_sweep(
     with locked(out):
         if not overwrite:
             _check_report_owner(out, name)
-        return _sweep(cfg, name, n_preferences, workers, single_task, console, title, preferences, reference_front,
-                      overwrite)
+        report = _sweep(cfg, name, n_preferences, workers, single_task, console, title, preferences,
+                        reference_front, overwrite)
+        if cfg.train.tensorboard and (out / "pareto.png").is_file():
+            from moomtl.train.tensorboard import log_image
+
+            log_image(out / "tensorboard", "front", out / "pareto.png")
+        return report
 
 
 def _duration(seconds: float) -> str:

@@ -155,6 +155,14 @@ def make_trainer(cfg: ExperimentConfig, model: Any, method: Method, out_dir: Pat
         from moomtl.data.cifar10mnist import augment_train_batch
 
         extra["train_transform"] = augment_train_batch  # RandomRotation(20), training batches only
+    if cfg.train.tensorboard and distributed_rank() == 0:
+        from moomtl.train.tensorboard import TensorBoardLogger
+
+        try:
+            logger = TensorBoardLogger(out_dir / "tensorboard")
+        except ImportError as e:
+            raise ConfigError(str(e)) from None
+        extra["callbacks"] = [*extra.get("callbacks", []), logger]
     opt = dict(cfg.optimizer)
     sched = dict(cfg.scheduler) if cfg.scheduler else None
     try:
