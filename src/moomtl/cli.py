@@ -249,6 +249,39 @@ def demo(
     _guard(go)
 
 
+@app.command()
+def reproduce(
+    entry: Annotated[str | None, typer.Argument(help="Entry id (see --list).")] = None,
+    list_: Annotated[bool, typer.Option("--list", help="One line per entry: id, paper, table/figure, data, "
+                                                       "--quick and full times.")] = False,
+    quick: Annotated[bool, typer.Option(help="Fewer instances/epochs (see --list for the time).")] = False,
+    seeds: Annotated[int, typer.Option(help="Number of seeds (mean ± sd over them).")] = 5,
+    root: Annotated[Path | None, typer.Option(help="Data folder, for entries that need data.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default runs/reproduce/<id>).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace another entry's results in <out>.")] = False,
+) -> None:
+    """Reproduce a seed paper's table or figure: writes results.md (columns paper and ours), results.json
+    and plots into --out."""
+
+    def go() -> None:
+        from moomtl.experiments.reproduce import list_lines
+        from moomtl.experiments.reproduce import reproduce as run_entry
+
+        if list_:
+            for line in list_lines():
+                console.print(line, highlight=False)
+            return
+        if entry is None:
+            raise ConfigError("give an entry id, or --list to see them")
+        folder = out if out is not None else Path("runs/reproduce") / entry
+        _, md = run_entry(entry, folder, quick=quick, seeds=seeds, root=root, overwrite=overwrite,
+                          console=console)
+        console.print(md, highlight=False)
+        console.print(f"wrote {folder}/results.md and results.json", highlight=False)
+
+    _guard(go)
+
+
 def main() -> None:
     try:
         app()
