@@ -199,7 +199,7 @@ def test_graddrop_with_full_leak_is_the_sum_of_losses():
 
 
 # --- FairGrad ------------------------------------------------------------------------------------------
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(st.integers(2, 6), st.sampled_from([0.2, 0.5, 1.0, 2.0, 5.0]), st.integers(0, 2**31 - 1))
 def test_fairgrad_solves_its_optimality_equation(n_tasks, alpha, seed):
     """Ban & Ji 2024, Eq. 8: ``G w = w^{-1/α}``, ``w > 0``; residual ≤ 1e-8 (G positive definite)."""
@@ -258,7 +258,7 @@ def _imtl_libmtl(g: np.ndarray) -> np.ndarray:
     return np.concatenate([[1 - a.sum()], a])
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(st.integers(2, 6), st.integers(0, 2**31 - 1))
 def test_imtl_g_closed_form_equal_projections(n_tasks, seed):
     """Liu et al. 2021, Eq. 9 (LibMTL's formula): ``Σα = 1`` and ``(αᵀJ)·u_t`` equal for all ``t``."""
@@ -415,15 +415,15 @@ def test_sdmgrad_inner_loop_reaches_the_regularized_min_norm_point():
     gram = torch.from_numpy(jac @ jac.T)
     w0 = torch.full((4,), 0.25, dtype=torch.float64)
     for lamda in (0.0, 0.5):
-        w = sdmgrad_weights(gram, w0, lamda, niter=3000, lr=0.2, momentum=0.0)
+        w = sdmgrad_weights(gram, w0, lamda, niter=1000, lr=0.5, momentum=0.0)
         gg = gram / (gram.diagonal().sqrt().mean() ** 2 + 1e-8)
-        fixed = project_simplex_nosync(w - 0.2 * (gg @ w + lamda * gg.mean(1)))
+        fixed = project_simplex_nosync(w - 0.5 * (gg @ w + lamda * gg.mean(1)))
         torch.testing.assert_close(fixed, w, rtol=0, atol=1e-12)
-    w = sdmgrad_weights(gram, w0, 0.0, niter=3000, lr=0.2, momentum=0.0)
+    w = sdmgrad_weights(gram, w0, 0.0, niter=1000, lr=0.5, momentum=0.0)
     torch.testing.assert_close(w, min_norm(gram), rtol=0, atol=1e-8)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(st.lists(st.floats(-5, 5), min_size=1, max_size=7))
 def test_projection_matches_sort_reference(v):
     """The device projection equals the NumPy sort-based projection and lies on the simplex."""
@@ -522,19 +522,32 @@ def test_stateful_methods_keep_their_state_in_buffers():
 
 # --- training on real data -----------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ZOO)
-def test_short_training_on_real_multimnist(name, tiny_multimnist):
-    """Two short epochs of HPS-LeNet on 192 real MultiMNIST pairs: finite, and the training loss goes down."""
+def test_short_training_and_resume_on_real_multimnist(name, tiny_multimnist, tmp_path):
+    """Two short epochs of HPS-LeNet on 96 real MultiMNIST pairs: finite, the training loss goes down,
+    and a run stopped after one epoch and resumed from its checkpoint ends with the same parameters."""
     from moomtl.models.lenet import hps_lenet
     from moomtl.train.trainer import Trainer
 
     data = tiny_multimnist
-    small = type(data)(data.train.subset(192), data.val.subset(32), data.test.subset(32), data.description)
-    torch.manual_seed(0)
-    trainer = Trainer(hps_lenet(), build_method(name), optimizer="SGD",
-                      optimizer_kwargs={"lr": 0.05, "momentum": 0.9}, epochs=2, batch_size=32, seed=0)
-    res = trainer.fit(small)
+    small = type(data)(data.train.subset(96), data.val.subset(16), data.test.subset(16), data.description)
+
+    def train(epochs: int, out, resume: bool = False):
+        torch.manual_seed(0)
+        trainer = Trainer(hps_lenet(), build_method(name), optimizer="SGD",
+                          optimizer_kwargs={"lr": 0.05, "momentum": 0.9}, epochs=epochs, batch_size=32, seed=0,
+                          out_dir=out)
+        return trainer, trainer.fit(small, resume=resume)
+
+    whole, res = train(2, tmp_path / "whole")
     first, last = res.history[0], res.history[-1]
     for t in ("left", "right"):
         assert math.isfinite(last[f"train/{t}/loss"]) and math.isfinite(last[f"val/{t}/loss"])
     total = [h["train/left/loss"] + h["train/right/loss"] for h in (first, last)]
     assert total[1] < total[0], total
+    train(1, tmp_path / "split")
+    resumed, _ = train(2, tmp_path / "split", resume=True)
+    for (k, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), f"{name}: {k} differs after resume"
+    for (k, a), b in zip(whole.method.state_dict().items(), resumed.method.state_dict().values(), strict=True):
+        same = torch.equal(a, b) if isinstance(a, Tensor) else a == b  # extra state: the RNG's plain dict
+        assert same, f"{name}: method state {k} differs after resume"
