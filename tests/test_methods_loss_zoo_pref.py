@@ -11,7 +11,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from scipy.optimize import minimize
-from tests.test_methods_loss_zoo import (
+
+from moomtl.methods import build_method
+from moomtl.methods.epo import epo_adjustments, epo_lp
+from moomtl.methods.pareto_mtl import pmtl_references, pmtl_weights
+from moomtl.train.context import StepContext
+from test_methods_loss_zoo import (
     D,
     Quad,
     assert_detached_tensors,
@@ -22,11 +27,6 @@ from tests.test_methods_loss_zoo import (
     small_splits,
     step,
 )
-
-from moomtl.methods import build_method
-from moomtl.methods.epo import epo_adjustments, epo_lp
-from moomtl.methods.pareto_mtl import pmtl_references, pmtl_weights
-from moomtl.train.context import StepContext
 
 
 def two_targets(head: bool = False) -> Quad:
