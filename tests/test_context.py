@@ -113,3 +113,31 @@ def test_jacobian_with_respect_to_any_tensors_and_cached_structure():
     assert structure == {"heads_disjoint": True}
     with pytest.raises(ValueError, match="wrt must be"):
         ctx.jacobian("everything")
+
+
+@pytest.mark.parametrize("name", ["pcgrad", "cagrad", "rgw", "mgda"])
+def test_representation_variant_of_gramian_methods(name):
+    """``wrt: representation`` (LibMTL's ``rep_grad``): the coefficients come from the Gramian of ∂L/∂z
+    and the shared parameters get ``∇ Σ_t c_t L_t`` (reference: autograd of that sum); for MGDA this is
+    exactly MGDA-UB."""
+    torch.manual_seed(3)
+    model = hps_lenet(dropout=0.0).double()
+    x, y = torch.randn(6, 1, 28, 28, dtype=torch.float64), torch.randint(0, 10, (6, 2))
+    kw = {} if name == "mgda" else {"wrt": "representation"}
+    method = build_method("mgda_ub" if name == "mgda" else name, **kw)
+    method.setup(model.task_names, model)
+    losses, z = _losses(model, x, y)
+    ctx = StepContext(model, losses, z)
+    info = method.backward(losses, ctx)
+    got = [p.grad.clone() for p in model.shared_parameters()]
+    # Coefficients the method applied to the losses: re-derive them from its logged weights.
+    lam = torch.stack([info[f"weight/{t}"] for t in model.task_names]).double()
+    if name == "rgw":
+        lam = lam / ctx.gramian("representation").diagonal().sqrt()
+    model.zero_grad(set_to_none=True)
+    losses, z = _losses(model, x, y)
+    ref = torch.autograd.grad((lam * torch.stack(list(losses.values()))).sum(), model.shared_parameters())
+    for g, r in zip(got, ref, strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="wrt must be"):
+        build_method("pcgrad", wrt="layer")

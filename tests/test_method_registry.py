@@ -145,3 +145,12 @@ def test_same_seed_same_gradients(name):
     for step_a, step_b in zip(*runs, strict=True):
         for ga, gb in zip(step_a, step_b, strict=True):
             assert (ga is None and gb is None) or torch.equal(ga, gb)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_buildable_with_no_arguments_and_sized_on_first_use(name):
+    """``build_method(name)`` with nothing else works for every method: sizes come from ``setup``."""
+    method = build_method(name)
+    model = HardParameterSharing(torch.nn.Linear(3, 4), {t: torch.nn.Linear(4, 1) for t in ("a", "b", "c")})
+    method.setup(("a", "b", "c"), model)
+    assert repr(method)

@@ -231,6 +231,32 @@ class StepContext:
         if offset != direction.numel():
             raise ValueError(f"direction has {direction.numel()} entries, shared parameters {offset}")
 
+    def apply_coefficients(self, coef: Tensor, wrt: str = "shared", head_weights: Tensor | None = None) -> None:
+        """The common end of a Gramian method: shared update ``Σ_t c_t ∇L_t`` and task-specific
+        parameters ``w_t ∇_{θ^t} L_t`` (``head_weights``; 1 when ``None``).
+
+        ``wrt="shared"``: the shared update is formed from the Jacobian already computed (no backward
+        through the encoder). ``wrt="representation"``: ``c`` was decided from ∂L/∂z, and the shared
+        update is one backward of ``Σ_t c_t L_t`` (one pass, as MGDA-UB; with ``head_weights`` equal to
+        ``c`` it also gives the heads their update in the same pass)."""
+        if wrt == "shared":
+            jac = self.jacobian("shared")
+            self.set_shared_direction(coef.to(jac) @ jac)
+            self.backward_task_specific(head_weights)
+            return
+        if wrt != "representation":
+            raise ValueError(f"wrt must be 'shared' or 'representation', got {wrt!r}")
+        if head_weights is not None and head_weights is coef:
+            self.backward_weighted(coef)
+            return
+        lv = self.loss_vector
+        shared = self.shared_params
+        grads = torch.autograd.grad((coef.to(lv).detach() * lv).sum(), shared, retain_graph=True, allow_unused=True)
+        for p, g in zip(shared, grads, strict=True):
+            if g is not None:
+                p.grad = g.clone() if p.grad is None else p.grad + g
+        self.backward_task_specific(head_weights)
+
     def backward_task_specific(self, weights: Tensor | None = None) -> None:
         """Give task-specific parameters the gradient of Σ_t w_t L_t (w = 1 by default); since a
         task-specific parameter only affects its own task, each gets (w_t times) its own gradient."""

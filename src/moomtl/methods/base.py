@@ -74,6 +74,16 @@ class Weighting(Method):
         return weights_info(self.task_names or ctx.task_names, w)
 
 
+WRT_CHOICES = ("shared", "representation")
+
+
+def check_wrt(wrt: str) -> str:
+    """Validate a method's ``wrt`` hyper-parameter (what its task gradients are taken with respect to)."""
+    if wrt not in WRT_CHOICES:
+        raise ValueError(f"wrt must be 'shared' or 'representation', got {wrt!r}")
+    return wrt
+
+
 def weights_info(task_names: Sequence[str], w: Tensor) -> dict[str, Tensor]:
     """``{"weight/<task>": w_t}`` as detached 0-d tensors on ``w``'s device: logging them costs no host
     sync per step (the trainer averages them on the device and reads them once per epoch)."""

@@ -41,7 +41,7 @@ from scipy.optimize import minimize
 from torch import Tensor
 
 from moomtl.autodiff.context import StepContext
-from moomtl.methods.base import Method, register, weights_info
+from moomtl.methods.base import Method, check_wrt, register, weights_info
 from moomtl.solvers.min_norm import min_norm
 
 # ‖g_w‖² (relative to max_t ‖g_t‖²) below which a min-norm point counts as zero: Pareto stationarity.
@@ -186,17 +186,18 @@ class CAGrad(Method):
         c: radius of the ball around the mean gradient, relative to its norm (the paper's ``c``; 0.4
             in its multi-task experiments; ``c = 0`` is the mean gradient).
         rescale: divide the update by ``1 + c²`` (1), ``1 + c`` (2) or nothing (0).
+        wrt: ``"shared"`` (the paper) or ``"representation"`` (decide from ∂L/∂z, then one backward).
     """
 
-    def __init__(self, c: float = 0.4, rescale: int = 1) -> None:
+    def __init__(self, c: float = 0.4, rescale: int = 1, wrt: str = "shared") -> None:
         super().__init__()
         _check_hyperparameters(c, rescale)
         self.c = float(c)
         self.rescale = rescale
+        self.wrt = check_wrt(wrt)
 
-    def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, float]:
-        jac = ctx.jacobian("shared")
-        v = cagrad_coefficients(ctx.gramian("shared"), self.c, self.rescale).to(jac)
-        ctx.set_shared_direction(v @ jac)
-        ctx.backward_task_specific(None)
+    def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
+        gram = ctx.gramian(self.wrt)
+        v = cagrad_coefficients(gram, self.c, self.rescale).to(gram)
+        ctx.apply_coefficients(v, self.wrt)
         return weights_info(self.task_names or ctx.task_names, v)

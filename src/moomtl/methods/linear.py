@@ -59,14 +59,17 @@ class Uniform(Weighting):
 
 @register("single_task", "train on one task only (the others get weight 0)")
 class SingleTask(Weighting):
-    """Weight 1 on ``task`` and 0 elsewhere: the single-task baseline on the shared architecture."""
+    """Weight 1 on ``task`` and 0 elsewhere: the single-task baseline on the shared architecture
+    (``task=None``: the first task)."""
 
-    def __init__(self, task: str) -> None:
+    def __init__(self, task: str | None = None) -> None:
         super().__init__()
         self.task = task
 
     def setup(self, task_names: Sequence[str], model: nn.Module) -> None:
         super().setup(task_names, model)
+        if self.task is None:
+            self.task = task_names[0]
         if self.task not in task_names:
             raise ValueError(f"single_task: unknown task {self.task!r}; tasks are {list(task_names)}")
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
-import torch
 from torch import Tensor
 
 from moomtl.autodiff.context import StepContext, Wrt
@@ -78,13 +77,10 @@ class _MinNormMethod(Method):
             kwargs["method"] = self.solver
         return min_norm(normalize_gramian(gram, scales), **kwargs)
 
-    def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, float]:
+    def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
         alpha = self.task_weights(ctx)
-        self._update(alpha, ctx)
+        ctx.apply_coefficients(alpha, self.wrt, alpha if self.scale_task_specific else None)
         return weights_info(self.task_names or ctx.task_names, alpha)
-
-    def _update(self, alpha: Tensor, ctx: StepContext) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
 
 
 @register("mgda", "MGDA: min-norm combination of per-task gradients of the shared parameters")
@@ -104,11 +100,6 @@ class MGDA(_MinNormMethod):
     """
 
     wrt: ClassVar[Wrt] = "shared"
-
-    def _update(self, alpha: Tensor, ctx: StepContext) -> None:
-        jac = ctx.jacobian("shared")
-        ctx.set_shared_direction(alpha.to(jac) @ jac)
-        ctx.backward_task_specific(alpha if self.scale_task_specific else None)
 
 
 @register("mgda_ub", "MGDA-UB: min-norm weights from gradients w.r.t. the shared representation")
@@ -135,16 +126,3 @@ class MGDAUB(_MinNormMethod):
     """
 
     wrt: ClassVar[Wrt] = "representation"
-
-    def _update(self, alpha: Tensor, ctx: StepContext) -> None:
-        if self.scale_task_specific:
-            ctx.backward_weighted(alpha)
-            return
-        lv = ctx.loss_vector
-        shared = ctx.shared_params
-        grads = torch.autograd.grad((alpha.to(lv).detach() * lv).sum(), shared, retain_graph=True,
-                                    allow_unused=True)
-        for p, g in zip(shared, grads, strict=True):
-            if g is not None:
-                p.grad = g.clone() if p.grad is None else p.grad + g
-        ctx.backward_task_specific(None)

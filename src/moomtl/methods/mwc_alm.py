@@ -223,17 +223,23 @@ class MWCALM(Method):
     preference_param = "preference"
 
     def __init__(
-        self, preference: Sequence[float], reference: Sequence[float] | None = None, epsilon: float = 1e-4,
+        self, preference: Sequence[float] | None = None, reference: Sequence[float] | None = None,
+        epsilon: float = 1e-4,
         mu: float = 1.0, rho: float = 2.0, mu_max: float = 10.0, outer_every: int = 1,
         outer_unit: OuterUnit = "epoch", lambda_init: float | Sequence[float] | None = None,
         t_init: float | None = None, growl_weights: str = "spike", growl_beta1: float = 0.8,
         growl_beta2: float = 0.2, regularize: Sequence[str] | None = None, t_update: TUpdate = "exact",
     ) -> None:
         super().__init__()
-        try:
-            k = as_weight_vector(preference)
-        except ValueError as e:
-            raise ValueError(f"preference: {e}") from None
+        if preference is None:  # uniform over the tasks, sized in setup()
+            if reference is not None:
+                raise ValueError("reference needs a preference of the same length")
+            k = torch.zeros(0, dtype=torch.float64)
+        else:
+            try:
+                k = as_weight_vector(preference)
+            except ValueError as e:
+                raise ValueError(f"preference: {e}") from None
         a = torch.zeros_like(k) if reference is None else torch.as_tensor(reference, dtype=torch.float64)
         if a.shape != k.shape or not torch.isfinite(a).all():
             raise ValueError(f"reference must be finite with one entry per preference ({k.numel()}), got {a.tolist()}")
@@ -296,6 +302,11 @@ class MWCALM(Method):
 
     def setup(self, task_names: Sequence[str], model: nn.Module) -> None:
         super().setup(task_names, model)
+        if not self.preference:  # preference=None: 1/T on each task, reference 0
+            n = len(task_names)
+            self.k = torch.full((n,), 1.0 / n, dtype=torch.float64, device=self.k.device)
+            self.a = torch.zeros(n, dtype=torch.float64, device=self.a.device)
+            self.preference, self.reference = self.k.tolist(), self.a.tolist()
         m, n = len(self.preference), self.n_tasks
         if m not in (n, n + 1):
             raise ValueError(

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from moomtl.autodiff.context import StepContext
-from moomtl.methods.base import register, weights_info
+from moomtl.methods.base import check_wrt, register, weights_info
 from moomtl.methods.random_weighting import SeededMethod
 
 
@@ -63,15 +63,20 @@ def pcgrad_coefficients(gramian: Tensor, orders: Sequence[Sequence[int]]) -> Ten
 
 @register("pcgrad", "PCGrad (Yu et al. 2020): project each task gradient off conflicting ones, sum")
 class PCGrad(SeededMethod):
-    """PCGrad on the shared parameters (see the module docstring). ``seed`` drives the random orders."""
+    """PCGrad (see the module docstring). ``seed`` drives the random orders. ``wrt="representation"``
+    runs the projections on the gradients w.r.t. the shared representation (one backward through the
+    encoder, like MGDA-UB) instead of the shared parameters."""
+
+    def __init__(self, seed: int = 0, wrt: str = "shared") -> None:
+        super().__init__(seed=seed)
+        self.wrt = check_wrt(wrt)
 
     def random_orders(self, n_tasks: int) -> list[list[int]]:
         return [[j for j in self.rng.permutation(n_tasks).tolist() if j != i] for i in range(n_tasks)]
 
     def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, float]:
-        jac = ctx.jacobian("shared")
-        coef = pcgrad_coefficients(ctx.gramian("shared"), self.random_orders(jac.shape[0]))
-        w = coef.sum(dim=0).to(jac)
-        ctx.set_shared_direction(w @ jac)
-        ctx.backward_task_specific(None)
+        gram = ctx.gramian(self.wrt)
+        coef = pcgrad_coefficients(gram, self.random_orders(gram.shape[0]))
+        w = coef.sum(dim=0).to(gram)
+        ctx.apply_coefficients(w, self.wrt)
         return weights_info(self.task_names or ctx.task_names, w)

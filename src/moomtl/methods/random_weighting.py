@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from moomtl.autodiff.context import StepContext
-from moomtl.methods.base import Method, Weighting, register, weights_info
+from moomtl.methods.base import Method, Weighting, check_wrt, register, weights_info
 
 DISTRIBUTIONS = ("normal", "dirichlet", "uniform", "bernoulli")
 
@@ -119,13 +119,17 @@ class RandomLossWeighting(_RandomSimplex, Weighting):
 @register("rgw", "random gradient weighting (Lin et al. 2022): random weights on l2-normalized gradients")
 class RandomGradientWeighting(_RandomSimplex):
     """RGW: shared update ``Σ λ_t g_t / ‖g_t‖`` (a zero gradient is left as is); the task-specific
-    parameters get ``λ_t ∇L_t`` (the gradient of ``Σ λ_t L_t``, as in RLW)."""
+    parameters get ``λ_t ∇L_t`` (the gradient of ``Σ λ_t L_t``, as in RLW). ``wrt="representation"``
+    normalizes by ``‖∂L_t/∂z‖`` instead (no per-task encoder backward)."""
 
-    def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, float]:
-        jac = ctx.jacobian("shared")
-        norms = ctx.gramian("shared").diagonal().clamp_min(0).sqrt()
+    def __init__(self, distribution: str = "normal", beta: float = 1.0, seed: int = 0, wrt: str = "shared") -> None:
+        super().__init__(distribution=distribution, beta=beta, seed=seed)
+        self.wrt = check_wrt(wrt)
+
+    def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
+        gram = ctx.gramian(self.wrt)
+        norms = gram.diagonal().clamp_min(0).sqrt()
         norms = torch.where(norms > 0, norms, torch.ones_like(norms))
-        lam = torch.as_tensor(self.sample(jac.shape[0]), dtype=jac.dtype, device=jac.device)
-        ctx.set_shared_direction((lam / norms) @ jac)
-        ctx.backward_task_specific(lam)
+        lam = torch.as_tensor(self.sample(gram.shape[0]), dtype=gram.dtype, device=gram.device)
+        ctx.apply_coefficients(lam / norms, self.wrt, head_weights=lam)
         return weights_info(self.task_names or ctx.task_names, lam)
