@@ -91,6 +91,7 @@ def test_two_ranks_equal_one_process(method: str, pairs, two_rank_runs: Path) ->
             torch.testing.assert_close(v, ref_method[k], rtol=1e-5, atol=1e-8)
 
 
+@pytest.mark.slow  # ~25 s (three interpreters); the 2-rank equivalence itself runs in the default suite above
 def test_torchrun_cli_equals_one_process(tmp_path: Path) -> None:
     """``torchrun --standalone --nproc_per_node=2 -m moomtl train`` (gloo) writes the model one process
     would: rank 0 owns the folder, the other rank only trains."""
