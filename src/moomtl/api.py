@@ -1,0 +1,155 @@
+"""Use any moomtl method in your own training loop (plain PyTorch, Lightning manual optimization,
+Hugging Face): one call in place of ``loss.backward()``.
+
+.. code-block:: python
+
+    method = moomtl.methods.build_method("upgrad")          # once; the number of tasks comes on first use
+    for x, y in loader:
+        opt.zero_grad()
+        z = encoder(x)
+        losses = {t: F.cross_entropy(heads[t](z), y[t]) for t in heads}
+        moomtl.mtl_backward(losses, method, shared_params=encoder.parameters(), features=z,
+                            task_params={t: heads[t].parameters() for t in heads})
+        opt.step()
+
+The call fills ``.grad`` of the shared and task-specific parameters with the method's update
+(accumulating, as ``backward`` does) and returns what the method logs (detached tensors). Exactly the
+step :class:`~moomtl.train.trainer.Trainer` takes: the trainer calls ``method.backward`` on the same
+:class:`~moomtl.autodiff.StepContext` (``tests/test_api.py`` checks the gradients are identical).
+
+Methods that act between steps through trainer events — ``mwc_alm`` (multiplier updates per epoch),
+``omd_tch`` (online-to-batch conversion at the end), ``dwa`` (epoch-average losses), ``gradnorm``
+(initial losses), ``famo`` (the previous step's losses) and the others that override
+:class:`~moomtl.events.Callback` hooks — still work step by step here, but their between-step updates
+run only when your loop calls those hooks (``method.on_step_end(state)``, ...) as the trainer does;
+:func:`event_methods` lists them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from torch import Tensor, nn
+
+from moomtl.autodiff import StepContext
+from moomtl.events import Callback
+from moomtl.methods.base import Method, available_methods, build_method
+from moomtl.models.base import MultiTaskModel
+
+ParamsLike = Iterable[nn.Parameter]
+
+
+class _LoopModel(MultiTaskModel):
+    """The two parameter groups of the caller's loop, shaped as the model interface methods read
+    (``shared_parameters()``, ``task_specific_parameters()``, ``named_parameters()``); the forward pass
+    stays in the caller's loop."""
+
+    def __init__(self, tasks: Sequence[str], shared: Sequence[nn.Parameter], specific: Sequence[nn.Parameter]) -> None:
+        super().__init__()
+        self.task_names = tuple(tasks)
+        self.shared = nn.ParameterList(shared)
+        self.heads = nn.ParameterList(specific)
+
+    def shared_modules(self) -> nn.Module:
+        return self.shared
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        return list(self.shared)
+
+    def task_specific_parameters(self) -> list[nn.Parameter]:
+        return list(self.heads)
+
+
+def _parameters(params: ParamsLike, what: str) -> list[nn.Parameter]:
+    out = list(params)
+    for p in out:
+        if not isinstance(p, nn.Parameter):
+            raise ValueError(f"{what} must hold nn.Parameter objects (module.parameters()), got {type(p).__name__}")
+    return [p for p in out if p.requires_grad]
+
+
+def _losses(losses: Mapping[str, Tensor] | Sequence[Tensor]) -> dict[str, Tensor]:
+    named = dict(losses) if isinstance(losses, Mapping) else {f"task{i}": v for i, v in enumerate(losses)}
+    if not named:
+        raise ValueError("losses is empty: give one scalar loss per task")
+    for name, v in named.items():
+        if not isinstance(v, Tensor) or v.numel() != 1:
+            raise ValueError(f"loss of task {name!r} must be a scalar tensor, got "
+                             f"{tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__}")
+        if not v.requires_grad:
+            raise ValueError(f"loss of task {name!r} does not require grad (computed under no_grad, or detached?)")
+    return {k: v.reshape(()) for k, v in named.items()}
+
+
+def mtl_backward(
+    losses: Mapping[str, Tensor] | Sequence[Tensor], method: Method | str, *, shared_params: ParamsLike,
+    features: Tensor | None = None, task_params: Mapping[str, ParamsLike] | Sequence[ParamsLike] | None = None,
+) -> dict[str, Any]:
+    """Fill ``.grad`` with ``method``'s multi-task update; return its logged values.
+
+    Args:
+        losses: one scalar loss per task, a mapping ``{task: loss}`` or a sequence (tasks ``task0``,
+            ``task1``, ...). The number and names of tasks are fixed by the first call.
+        method: a :class:`~moomtl.methods.base.Method` (keep the instance across steps: many methods
+            have state) or a registered name (a fresh method with defaults each call: only for stateless
+            methods).
+        shared_params: the parameters every task uses (the encoder's).
+        features: the shared representation ``z`` the heads read (needed by representation-mode methods:
+            ``mgda_ub`` and every ``wrt: representation`` variant).
+        task_params: each task's own parameters (its head), as a mapping by task or a sequence in task
+            order; ``None``: no task-specific parameters get gradients.
+    """
+    named = _losses(losses)
+    if isinstance(method, str):
+        method = build_method(method)
+    if not isinstance(method, Method):
+        raise ValueError(f"method must be a moomtl Method or a registered name, got {type(method).__name__}")
+    shared = _parameters(shared_params, "shared_params")
+    if not shared:
+        raise ValueError("shared_params is empty: give the parameters every task uses (e.g. encoder.parameters())")
+    specific: list[nn.Parameter] = []
+    if task_params is not None:
+        groups = [task_params[t] for t in named] if isinstance(task_params, Mapping) else list(task_params)
+        if isinstance(task_params, Mapping) and set(task_params) != set(named):
+            raise ValueError(f"task_params has tasks {sorted(task_params)}, the losses {sorted(named)}")
+        if len(groups) != len(named):
+            raise ValueError(f"task_params has {len(groups)} groups for {len(named)} losses")
+        for g in groups:
+            specific.extend(_parameters(g, "task_params"))
+    if features is not None:
+        if not isinstance(features, Tensor):
+            raise ValueError("features must be one tensor: the shared representation the heads read")
+        if not features.requires_grad:
+            raise ValueError("features does not require grad: pass the encoder's output z itself, not a detached copy")
+    model = _loop_model(method, tuple(named), shared, specific)
+    ctx = StepContext(model, named, features, structure=method.__dict__.setdefault("_api_structure", {}))
+    return method.backward(named, ctx) or {}
+
+
+def _loop_model(method: Method, tasks: tuple[str, ...], shared: list[nn.Parameter],
+                specific: list[nn.Parameter]) -> _LoopModel:
+    """The adapter of this method's loop, built (and the method set up) on first use, reused after."""
+    key = (tuple(id(p) for p in shared), tuple(id(p) for p in specific))
+    cached = method.__dict__.get("_api_model")
+    if cached is not None and cached[0] == key:
+        model = cached[1]
+    else:
+        model = _LoopModel(tasks, shared, specific)
+        method.__dict__["_api_model"] = (key, model)
+    seen = method.__dict__.get("_api_tasks")
+    if seen is None:
+        method.setup(tasks, model)
+        method.to(shared[0].device)
+        method.__dict__["_api_tasks"] = tasks
+    elif seen != tasks:
+        raise ValueError(f"this method was set up for tasks {list(seen)}; got losses for {list(tasks)} "
+                         "(build a new method for another set of tasks)")
+    return model
+
+
+def event_methods() -> list[str]:
+    """Registered methods that override trainer events (between-step updates your loop must call)."""
+    hooks = ("on_train_begin", "on_step_end", "on_epoch_end", "on_train_end")
+    return [name for name, cls in available_methods().items()
+            if any(getattr(cls, h) is not getattr(Callback, h) for h in hooks)]

@@ -1,0 +1,123 @@
+"""``moomtl.mtl_backward`` in a hand-written loop. Reference: the trainer's own path,
+``method.backward(losses, StepContext(model, losses, z))`` on the same model and batch."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import moomtl
+from moomtl.api import event_methods
+from moomtl.autodiff import StepContext
+from moomtl.methods import available_methods, build_method
+from moomtl.models.base import HardParameterSharing
+
+TASKS = ("a", "b", "c")
+
+
+def _model(seed: int = 0) -> HardParameterSharing:
+    torch.manual_seed(seed)
+    enc = nn.Sequential(nn.Linear(5, 8), nn.Tanh()).double()
+    return HardParameterSharing(enc, {t: nn.Linear(8, 3).double() for t in TASKS})
+
+
+def _batch():
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(16, 5, generator=g, dtype=torch.float64), torch.randint(0, 3, (16, 3), generator=g)
+
+
+def _losses(model, x, y):
+    z = model.encode(x)
+    out = model.decode(z, x)
+    return {t: F.cross_entropy(out[t], y[:, i]) for i, t in enumerate(TASKS)}, z
+
+
+def _grads(model):
+    return [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
+
+
+@pytest.mark.parametrize("name", sorted(available_methods()))
+def test_same_gradients_as_the_trainer_path(name: str) -> None:
+    x, y = _batch()
+    ref_model, api_model = _model(), _model()
+    ref_method, api_method = build_method(name), build_method(name)
+    ref_method.setup(TASKS, ref_model)
+    losses, z = _losses(ref_model, x, y)
+    ref_info = ref_method.backward(losses, StepContext(ref_model, losses, z))
+    losses, z = _losses(api_model, x, y)
+    info = moomtl.mtl_backward(losses, api_method, shared_params=api_model.shared_parameters(), features=z,
+                               task_params={t: api_model.heads[t].parameters() for t in TASKS})
+    for a, b in zip(_grads(ref_model), _grads(api_model), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+    assert set(info) == set(ref_info or {})
+
+
+def test_sequence_losses_equal_mapping_losses_and_the_task_count_is_fixed() -> None:
+    x, y = _batch()
+    grads = []
+    for as_mapping in (True, False):
+        model = _model()
+        method = build_method("upgrad")
+        losses, z = _losses(model, x, y)
+        given = losses if as_mapping else list(losses.values())
+        heads = {t: model.heads[t].parameters() for t in TASKS} if as_mapping else \
+            [model.heads[t].parameters() for t in TASKS]
+        moomtl.mtl_backward(given, method, shared_params=model.shared_parameters(), task_params=heads)
+        grads.append(_grads(model))
+        losses, _ = _losses(model, x, y)
+        with pytest.raises(ValueError, match="set up for tasks"):
+            moomtl.mtl_backward(list(losses.values())[:2], method, shared_params=model.shared_parameters())
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_clear_errors() -> None:
+    x, y = _batch()
+    model = _model()
+    losses, z = _losses(model, x, y)
+    shared = model.shared_parameters()
+    cases = [
+        (({"a": torch.ones(2, requires_grad=True)}, "mgda"), {"shared_params": shared}, "scalar"),
+        (({"a": torch.tensor(1.0)}, "mgda"), {"shared_params": shared}, "does not require grad"),
+        ((losses, "mgda"), {"shared_params": []}, "shared_params is empty"),
+        ((losses, "mgda"), {"shared_params": shared, "task_params": [[]]}, "1 groups for 3 losses"),
+        ((losses, "mgda_ub"), {"shared_params": shared, "features": z.detach()}, "features does not require grad"),
+        ((losses, "nope"), {"shared_params": shared}, "unknown method"),
+        ((losses, "mgda"), {"shared_params": [torch.zeros(2, requires_grad=True)]}, "nn.Parameter"),
+    ]
+    for args, kw, match in cases:
+        with pytest.raises(ValueError, match=match):
+            moomtl.mtl_backward(*args, **kw)
+
+
+def test_event_methods_are_the_ones_with_between_step_updates() -> None:
+    names = event_methods()
+    for name in ("mwc_alm", "omd_tch", "dwa"):
+        assert name in names
+    assert "upgrad" not in names and "mgda" not in names
+
+
+def test_readme_loop_runs_and_the_loss_goes_down() -> None:
+    """The README's plain-PyTorch loop, run as written."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = re.search(r"<!-- mtl_backward example -->\n```python\n(.*?)```", readme, re.S)
+    assert block is not None, "README lost its mtl_backward example"
+    scope: dict = {}
+    exec(compile(block.group(1), "README.md", "exec"), scope)  # noqa: S102 - our own README
+    first, last = scope["history"][0], scope["history"][-1]
+    assert last < 0.8 * first
+
+
+def test_import_moomtl_stays_light_and_exposes_the_api() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, moomtl; assert 'torch' not in sys.modules; f = moomtl.mtl_backward; "
+            "m = moomtl.methods.build_method('mgda'); assert 'matplotlib' not in sys.modules; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
