@@ -74,6 +74,21 @@ class Weighting(Method):
         return weights_info(self.task_names or ctx.task_names, w)
 
 
+def shared_parameters_of(model: nn.Module) -> list[nn.Parameter]:
+    """The shared parameters of ``model`` (``model.shared_parameters()`` of a MultiTaskModel, else every
+    trainable parameter): what per-task state sized by the shared parameters is sized from."""
+    if hasattr(model, "shared_parameters"):
+        return list(model.shared_parameters())
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def shared_size(model: nn.Module) -> tuple[int, torch.dtype, torch.device | None]:
+    """``(number of shared parameter entries, their dtype, their device)`` for sizing buffers in setup."""
+    params = shared_parameters_of(model)
+    n = sum(p.numel() for p in params)
+    return n, (params[0].dtype if params else torch.get_default_dtype()), (params[0].device if params else None)
+
+
 WRT_CHOICES = ("shared", "representation")
 
 

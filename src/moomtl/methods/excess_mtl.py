@@ -38,15 +38,10 @@ import torch
 from torch import Tensor, nn
 
 from moomtl.autodiff.context import StepContext
-from moomtl.methods.base import Method, register, weights_info
+from moomtl.methods.base import Method, register, shared_size, weights_info
 
 _EPS = 1e-7  # LibMTL's guard under the square root
 
-
-def _shared_params(model: nn.Module) -> list[nn.Parameter]:
-    if hasattr(model, "shared_parameters"):
-        return list(model.shared_parameters())
-    return [p for p in model.parameters() if p.requires_grad]
 
 
 @register("excess_mtl", "ExcessMTL (He et al. 2024): weights by estimated excess risk, exponentiated gradient")
@@ -72,10 +67,7 @@ class ExcessMTL(Method):
 
     def setup(self, task_names: Sequence[str], model: nn.Module) -> None:
         super().setup(task_names, model)
-        params = _shared_params(model)
-        n = sum(p.numel() for p in params)
-        dtype = params[0].dtype if params else torch.get_default_dtype()
-        device = params[0].device if params else None
+        n, dtype, device = shared_size(model)
         t = len(task_names)
         self.grad_sq_sum = torch.zeros(t, n, dtype=dtype, device=device)
         self.initial_risk = torch.zeros(t, dtype=dtype, device=device)

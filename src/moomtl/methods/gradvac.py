@@ -46,7 +46,7 @@ import torch
 from torch import Tensor, nn
 
 from moomtl.autodiff.context import StepContext
-from moomtl.methods.base import register, weights_info
+from moomtl.methods.base import register, shared_parameters_of, weights_info
 from moomtl.methods.random_weighting import SeededMethod
 
 _EPS = 1e-8  # LibMTL's guard in the cosine and in the coefficient's denominator
@@ -54,17 +54,12 @@ GROUP_TYPES = (0, 1, 2)
 EMA_RULES = ("conditional", "always")
 
 
-def _shared_params(model: nn.Module) -> list[nn.Parameter]:
-    if hasattr(model, "shared_parameters"):
-        return list(model.shared_parameters())
-    return [p for p in model.parameters() if p.requires_grad]
-
 
 def parameter_blocks(model: nn.Module, group_type: int) -> tuple[int, ...]:
     """Sizes of the consecutive blocks of the flattened shared parameters GradVac takes cosines over:
     one block (0), one per leaf module (1: consecutive parameters owned by the same module) or one per
     parameter tensor (2)."""
-    params = _shared_params(model)
+    params = shared_parameters_of(model)
     if group_type == 0:
         return (sum(p.numel() for p in params),)
     if group_type == 2:
@@ -160,7 +155,7 @@ class GradVac(SeededMethod):
     def setup(self, task_names: Sequence[str], model: nn.Module) -> None:
         super().setup(task_names, model)
         self.blocks = parameter_blocks(model, self.group_type)
-        params = _shared_params(model)
+        params = shared_parameters_of(model)
         dtype = params[0].dtype if params else torch.get_default_dtype()
         device = params[0].device if params else None
         t = len(task_names)

@@ -33,16 +33,11 @@ import torch
 from torch import Tensor, nn
 
 from moomtl.autodiff.context import StepContext
-from moomtl.methods.base import Method, register, weights_info
+from moomtl.methods.base import Method, register, shared_size, weights_info
 from moomtl.methods.sdmgrad import project_simplex_nosync
 
 LAMBDA_UPDATES = ("softmax", "projection")
 
-
-def _shared_params(model: nn.Module) -> list[nn.Parameter]:
-    if hasattr(model, "shared_parameters"):
-        return list(model.shared_parameters())
-    return [p for p in model.parameters() if p.requires_grad]
 
 
 def _finite(name: str, value: float, positive: bool = False) -> float:
@@ -84,10 +79,7 @@ class MoCo(Method):
 
     def setup(self, task_names: Sequence[str], model: nn.Module) -> None:
         super().setup(task_names, model)
-        params = _shared_params(model)
-        n = sum(p.numel() for p in params)
-        dtype = params[0].dtype if params else torch.get_default_dtype()
-        device = params[0].device if params else None
+        n, dtype, device = shared_size(model)
         t = len(task_names)
         self.y = torch.zeros(t, n, dtype=dtype, device=device)
         self.lambd = torch.full((t,), 1.0 / t, dtype=dtype, device=device)

@@ -180,7 +180,8 @@ def min_norm_direction(alpha: Tensor, jacobian: Tensor) -> Tensor:
 # --- numpy internals (float64, CPU: T is small, so per-call overhead matters more than flops) ----------
 
 
-def _as_float64_gramian(gramian: Tensor) -> np.ndarray:
+def check_gramian_shape(gramian: Tensor) -> int:
+    """``T`` of a ``[T, T]`` real tensor (``T ≥ 1``); ``ValueError`` otherwise. Reads no values."""
     if not isinstance(gramian, Tensor):
         raise ValueError(f"gramian must be a torch.Tensor, got {type(gramian).__name__}")
     if gramian.ndim != 2 or gramian.shape[0] != gramian.shape[1]:
@@ -189,6 +190,11 @@ def _as_float64_gramian(gramian: Tensor) -> np.ndarray:
         raise ValueError("gramian is empty (T = 0): there is no task to weight")
     if gramian.is_complex():
         raise ValueError("gramian must be real")
+    return int(gramian.shape[0])
+
+
+def _as_float64_gramian(gramian: Tensor) -> np.ndarray:
+    check_gramian_shape(gramian)
     M = gramian.detach().to(device="cpu", dtype=torch.float64).numpy()
     if not np.isfinite(M).all():
         raise ValueError(

@@ -8,20 +8,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from moomtl.solvers.min_norm import check_gramian_structure
+from moomtl.solvers.min_norm import check_gramian_shape, check_gramian_structure
 
-
-def check_shape(gramian: Tensor) -> int:
-    """``T`` of a ``[T, T]`` real tensor (``T ≥ 1``); ``ValueError`` otherwise. Reads no values."""
-    if not isinstance(gramian, Tensor):
-        raise ValueError(f"gramian must be a torch.Tensor, got {type(gramian).__name__}")
-    if gramian.ndim != 2 or gramian.shape[0] != gramian.shape[1]:
-        raise ValueError(f"gramian must be a square [T, T] matrix, got shape {tuple(gramian.shape)}")
-    if gramian.shape[0] == 0:
-        raise ValueError("gramian is empty (T = 0): there is no task to weight")
-    if gramian.is_complex():
-        raise ValueError("gramian must be real")
-    return int(gramian.shape[0])
+check_shape = check_gramian_shape  # one shape check for the solvers and the weightings
 
 
 def as_float64_gramian(gramian: Tensor) -> np.ndarray:
