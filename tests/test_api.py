@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import moomtl
-from moomtl.api import event_methods
+from moomtl.api import event_methods, setup_method
 from moomtl.autodiff import StepContext
 from moomtl.methods import available_methods, build_method
 from moomtl.models.base import HardParameterSharing
@@ -49,6 +49,9 @@ def test_same_gradients_as_the_trainer_path(name: str) -> None:
     ref_method.setup(TASKS, ref_model)
     losses, z = _losses(ref_model, x, y)
     ref_info = ref_method.backward(losses, StepContext(ref_model, losses, z))
+    if any(p.requires_grad for p in ref_method.parameters()):  # learned parameters: set up before the optimizer
+        setup_method(api_method, TASKS, shared_params=api_model.shared_parameters(),
+                     task_params={t: api_model.heads[t].parameters() for t in TASKS})
     losses, z = _losses(api_model, x, y)
     info = moomtl.mtl_backward(losses, api_method, shared_params=api_model.shared_parameters(), features=z,
                                task_params={t: api_model.heads[t].parameters() for t in TASKS})
@@ -83,6 +86,12 @@ def test_clear_errors() -> None:
     shared = model.shared_parameters()
     cases = [
         (({"a": torch.ones(2, requires_grad=True)}, "mgda"), {"shared_params": shared}, "scalar"),
+        ((losses, "mgda_ub"), {"shared_params": shared, "features": torch.zeros(3, requires_grad=True)},
+         "no loss depends on features"),
+        ((losses, "mgda"), {"shared_params": [*shared, shared[0]]}, "given twice"),
+        ((losses, "mgda"), {"shared_params": shared, "task_params": {"a": shared, "b": [], "c": []}}, "given twice"),
+        ((losses, "mgda"), {"shared_params": shared, "task_params": {"a": []}}, "task_params has tasks"),
+        ((losses, "kendall"), {"shared_params": shared}, "setup_method"),
         (({"a": torch.tensor(1.0)}, "mgda"), {"shared_params": shared}, "does not require grad"),
         ((losses, "mgda"), {"shared_params": []}, "shared_params is empty"),
         ((losses, "mgda"), {"shared_params": shared, "task_params": [[]]}, "1 groups for 3 losses"),
@@ -121,3 +130,46 @@ def test_import_moomtl_stays_light_and_exposes_the_api() -> None:
             "m = moomtl.methods.build_method('mgda'); assert 'matplotlib' not in sys.modules; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_learned_method_parameters_train_after_setup_method() -> None:
+    """Kendall's log-variances exist only after set-up; ``setup_method`` before building the optimizer lets
+    it train them. Reference: the trainer, which sets the method up before building its optimizer over
+    ``model.parameters() + method.parameters()``; the first step's gradients match its path."""
+    x, y = _batch()
+    ref_model, model = _model(), _model()
+    ref = build_method("kendall")
+    ref.setup(TASKS, ref_model)
+    losses, z = _losses(ref_model, x, y)
+    ref.backward(losses, StepContext(ref_model, losses, z))
+    method = setup_method(build_method("kendall"), TASKS, shared_params=model.shared_parameters())
+    opt = torch.optim.SGD([*model.parameters(), *method.parameters()], lr=0.1)
+    start = method.log_vars.detach().clone()
+    for step in range(3):
+        opt.zero_grad()
+        losses, z = _losses(model, x, y)
+        info = moomtl.mtl_backward(losses, method, shared_params=model.shared_parameters(), features=z,
+                                   task_params=[model.heads[t].parameters() for t in TASKS])
+        if step == 0:
+            torch.testing.assert_close(method.log_vars.grad, ref.log_vars.grad, rtol=1e-12, atol=1e-12)
+        opt.step()
+    assert not torch.equal(method.log_vars.detach(), start)
+    assert all(isinstance(v, torch.Tensor) and v.ndim == 0 for v in info.values())
+
+
+def test_gradients_accumulate_like_backward() -> None:
+    """Two calls without ``zero_grad`` give twice one call's gradients, as two ``loss.backward()`` would
+    (reference: the trainer path of one step, ``method.backward(losses, StepContext(model, losses, z))``)."""
+    x, y = _batch()
+    ref_model, model = _model(), _model()
+    losses, z = _losses(ref_model, x, y)
+    ref = build_method("mgda")
+    ref.setup(TASKS, ref_model)
+    ref.backward(losses, StepContext(ref_model, losses, z))
+    method = build_method("mgda")
+    for _ in range(2):
+        losses, z = _losses(model, x, y)
+        moomtl.mtl_backward(losses, method, shared_params=model.shared_parameters(), features=z,
+                            task_params={t: model.heads[t].parameters() for t in TASKS})
+    for a, b in zip(_grads(ref_model), _grads(model), strict=True):
+        torch.testing.assert_close(b, 2 * a, rtol=1e-12, atol=1e-12)

@@ -23,6 +23,11 @@ Methods that act between steps through trainer events — ``mwc_alm`` (multiplie
 :class:`~moomtl.events.Callback` hooks — still work step by step here, but their between-step updates
 run only when your loop calls those hooks (``method.on_step_end(state)``, ...) as the trainer does;
 :func:`event_methods` lists them.
+
+Methods with learned parameters of their own (``kendall``'s log-variances, ``imtl``/``imtl_l``'s loss
+scales, ``gradnorm``'s weights) create them when they are set up, after your optimizer was built, so they
+would never be trained: on first use :func:`mtl_backward` refuses them with a ``ValueError``. Set such a
+method up first with :func:`setup_method` and give the optimizer ``method.parameters()`` as well.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from moomtl.autodiff import StepContext
@@ -98,7 +104,20 @@ def mtl_backward(
         features: the shared representation ``z`` the heads read (needed by representation-mode methods:
             ``mgda_ub`` and every ``wrt: representation`` variant).
         task_params: each task's own parameters (its head), as a mapping by task or a sequence in task
-            order; ``None``: no task-specific parameters get gradients.
+            order; ``None``: no task-specific parameters. Then methods that form per-task gradients
+            (``mgda``, ``pcgrad``, ``upgrad``, ...) give gradients to ``shared_params`` only, while those
+            that end in one backward pass of a weighted sum (``linear``, ``kendall``, ``mgda_ub``, ...)
+            reach every parameter of the graph, as ``loss.backward()`` does: pass ``task_params`` to get
+            the heads' update from every method.
+
+    Returns:
+        what the method logs (task weights, ...), as detached 0-d tensors.
+
+    Raises:
+        ValueError: on a non-scalar loss or one without grad, empty ``shared_params``, a parameter given
+            twice, ``task_params`` not one group per loss, ``features`` no loss depends on, another set
+            of tasks than the first call's, or (first use only) a method that learns parameters of its
+            own and was not set up with :func:`setup_method`.
     """
     named = _losses(losses)
     if isinstance(method, str):
@@ -110,9 +129,9 @@ def mtl_backward(
         raise ValueError("shared_params is empty: give the parameters every task uses (e.g. encoder.parameters())")
     specific: list[nn.Parameter] = []
     if task_params is not None:
-        groups = [task_params[t] for t in named] if isinstance(task_params, Mapping) else list(task_params)
         if isinstance(task_params, Mapping) and set(task_params) != set(named):
             raise ValueError(f"task_params has tasks {sorted(task_params)}, the losses {sorted(named)}")
+        groups = [task_params[t] for t in named] if isinstance(task_params, Mapping) else list(task_params)
         if len(groups) != len(named):
             raise ValueError(f"task_params has {len(groups)} groups for {len(named)} losses")
         for g in groups:
@@ -122,13 +141,71 @@ def mtl_backward(
             raise ValueError("features must be one tensor: the shared representation the heads read")
         if not features.requires_grad:
             raise ValueError("features does not require grad: pass the encoder's output z itself, not a detached copy")
-    model = _loop_model(method, tuple(named), shared, specific)
+        if not _reaches(list(named.values()), features):
+            raise ValueError("no loss depends on features: pass the tensor the heads read (z = encoder(x))")
+    _check_disjoint(shared, specific)
+    model = _loop_model(method, tuple(named), shared, specific, lazy=True)
     ctx = StepContext(model, named, features, structure=method.__dict__.setdefault("_api_structure", {}))
-    return method.backward(named, ctx) or {}
+    info = method.backward(named, ctx) or {}
+    ref = next(iter(named.values()))
+    return {k: v.detach() if isinstance(v, Tensor) else torch.tensor(float(v), device=ref.device)
+            for k, v in info.items()}
+
+
+def setup_method(
+    method: Method, tasks: Sequence[str] | int, *, shared_params: ParamsLike,
+    task_params: Mapping[str, ParamsLike] | Sequence[ParamsLike] | None = None,
+) -> Method:
+    """Set ``method`` up for :func:`mtl_backward` now rather than on first use, and return it.
+
+    Needed before building the optimizer for methods with learned parameters (``kendall``, ``imtl``,
+    ``imtl_l``, ``gradnorm``): they exist only after set-up, and the optimizer must hold
+    ``method.parameters()``. ``tasks``: the task names (the keys of the losses you will pass) or their
+    number (then ``task0``, ``task1``, ...). Setting a method up again resets its state.
+    """
+    names = tuple(f"task{i}" for i in range(tasks)) if isinstance(tasks, int) else tuple(tasks)
+    if not names:
+        raise ValueError("tasks is empty: give the task names or their number")
+    shared = _parameters(shared_params, "shared_params")
+    if not shared:
+        raise ValueError("shared_params is empty: give the parameters every task uses (e.g. encoder.parameters())")
+    specific: list[nn.Parameter] = []
+    if task_params is not None:
+        groups = [task_params[t] for t in names] if isinstance(task_params, Mapping) else list(task_params)
+        if len(groups) != len(names):
+            raise ValueError(f"task_params has {len(groups)} groups for {len(names)} tasks")
+        for g in groups:
+            specific.extend(_parameters(g, "task_params"))
+    _check_disjoint(shared, specific)
+    method.__dict__.pop("_api_tasks", None)
+    _loop_model(method, names, shared, specific, lazy=False)
+    return method
+
+
+def _reaches(losses: Sequence[Tensor], target: Tensor) -> bool:
+    """Does any loss's graph reach ``target`` (a walk of the graph down to it, no backward pass)?"""
+    node = torch.autograd.graph.get_gradient_edge(target).node
+    stack = [v.grad_fn for v in losses if v.grad_fn is not None]
+    seen: set[Any] = set()
+    while stack:
+        n = stack.pop()
+        if n is node:
+            return True
+        if n in seen:
+            continue
+        seen.add(n)
+        stack.extend(nxt for nxt, _ in n.next_functions if nxt is not None)
+    return False
+
+
+def _check_disjoint(shared: Sequence[nn.Parameter], specific: Sequence[nn.Parameter]) -> None:
+    ids = [id(p) for p in (*shared, *specific)]
+    if len(set(ids)) != len(ids):
+        raise ValueError("a parameter is given twice (in shared_params and task_params, or in two groups)")
 
 
 def _loop_model(method: Method, tasks: tuple[str, ...], shared: list[nn.Parameter],
-                specific: list[nn.Parameter]) -> _LoopModel:
+                specific: list[nn.Parameter], lazy: bool) -> _LoopModel:
     """The adapter of this method's loop, built (and the method set up) on first use, reused after."""
     key = (tuple(id(p) for p in shared), tuple(id(p) for p in specific))
     cached = method.__dict__.get("_api_model")
@@ -139,8 +216,16 @@ def _loop_model(method: Method, tasks: tuple[str, ...], shared: list[nn.Paramete
         method.__dict__["_api_model"] = (key, model)
     seen = method.__dict__.get("_api_tasks")
     if seen is None:
+        before = {id(p) for p in method.parameters()}
         method.setup(tasks, model)
         method.to(shared[0].device)
+        created = [n for n, p in method.named_parameters() if p.requires_grad and id(p) not in before]
+        if lazy and created:  # not set up: the next call sets it up (and refuses) again
+            raise ValueError(
+                f"method {method.name or type(method).__name__!r} learns parameters of its own ({', '.join(created)}), "
+                "created at set-up, after your optimizer was built: call moomtl.api.setup_method(method, tasks, "
+                "shared_params=...) first and give the optimizer method.parameters() too"
+            )
         method.__dict__["_api_tasks"] = tasks
     elif seen != tasks:
         raise ValueError(f"this method was set up for tasks {list(seen)}; got losses for {list(tasks)} "
