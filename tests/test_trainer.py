@@ -96,3 +96,20 @@ def test_uint8_storage_trains_exactly_like_normalized_floats(tmp_path):
         MultiTaskTensors(floats.x, y, ("left", "right"), mean=mean, std=std)
     with pytest.raises(ValueError, match="positive"):
         MultiTaskTensors(raw, y, ("left", "right"), mean=mean, std=(0.0,))
+
+
+def test_reduce_lr_on_plateau_is_stepped_with_the_mean_validation_loss(tiny_multimnist):
+    """``ReduceLROnPlateau`` needs a metric: the trainer gives it the mean val loss (patience 0 and a
+    huge threshold make every epoch a plateau, so the lr halves each epoch)."""
+    import torch
+
+    from moomtl.methods import build_method
+    from moomtl.models.lenet import hps_lenet
+    from moomtl.train.trainer import Trainer
+
+    torch.manual_seed(0)
+    trainer = Trainer(hps_lenet(), build_method("uniform"), epochs=2, batch_size=512,
+                      optimizer_kwargs={"lr": 0.01}, scheduler="ReduceLROnPlateau",
+                      scheduler_kwargs={"patience": 0, "factor": 0.5, "threshold": 10.0})
+    history = trainer.fit(tiny_multimnist).history
+    assert [round(h["lr"], 6) for h in history] == [0.005, 0.0025]

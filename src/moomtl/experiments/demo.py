@@ -13,7 +13,7 @@ from rich.console import Console
 from moomtl.config import ConfigError, parse_config
 from moomtl.experiments.report import SweepReport, run_preference_sweep
 
-# Sizes keep the demo within ~10 minutes on 2 CPU cores.
+# Sizes and 6 epochs keep the demo within 5 minutes on 2 CPU cores (measured: docs/results.md).
 DEMO_SIZES = {"n_train": 20000, "n_val": 2000, "n_test": 5000}
 
 
@@ -41,7 +41,7 @@ def choose_dataset(dataset: str) -> tuple[str, str]:
 
 
 def run_demo(
-    out: Path = Path("runs/demo"), epochs: int = 10, n_preferences: int = 7, dataset: str = "auto",
+    out: Path = Path("runs/demo"), epochs: int = 6, n_preferences: int = 7, dataset: str = "auto",
     workers: int = 1, console: Console | None = None,
 ) -> SweepReport:
     console = console or Console()

@@ -128,6 +128,13 @@ def check_numeric_kwargs(section: str, cls: type, kwargs: Mapping[str, Any]) -> 
             raise ValueError(f"{section}.{key}: expected a number, got {value!r}")
 
 
+def plateau_metric(metrics: Mapping[str, Any], task_names: Sequence[str]) -> float:
+    """What ``ReduceLROnPlateau`` watches: the mean validation loss over the tasks (the mean training
+    loss when there is no validation split)."""
+    split = "val" if all(f"val/{t}/loss" in metrics for t in task_names) else "train"
+    return float(sum(metrics[f"{split}/{t}/loss"] for t in task_names)) / len(task_names)
+
+
 def build_optimizer(name: str, params: Sequence[Tensor], kwargs: Mapping[str, Any]) -> torch.optim.Optimizer:
     """``torch.optim.<name>(params, **kwargs)`` with a clear ``ValueError`` for bad names/arguments."""
     cls = getattr(torch.optim, name, None)
@@ -254,11 +261,13 @@ class Trainer:
             state.epoch = epoch
             t0 = time.perf_counter()
             train_metrics = self._train_epoch(train, loss_fns, opt, state, listeners)
-            if sched is not None:
-                sched.step()
             metrics: dict[str, Any] = {"epoch": epoch + 1, "step": state.step}
             metrics.update({f"train/{k}": v for k, v in train_metrics.items()})
             metrics.update(self._evaluate_splits(splits, tasks))
+            if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                sched.step(plateau_metric(metrics, task_names))
+            elif sched is not None:
+                sched.step()
             metrics["lr"] = opt.param_groups[0]["lr"]
             metrics["epoch_seconds"] = time.perf_counter() - t0
             state.epoch_metrics = metrics
