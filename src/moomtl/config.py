@@ -57,7 +57,11 @@ def parse_yaml(text: str) -> Any:
     >>> parse_yaml("lr: 1e-3")
     {'lr': 0.001}
     """
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    loader = _Loader(text)  # a SafeLoader: plain data only, never Python objects
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 @dataclass
