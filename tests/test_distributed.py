@@ -62,23 +62,35 @@ def pairs(tmp_path_factory: pytest.TempPathFactory):
     return d
 
 
-@pytest.fixture(scope="module")
-def two_rank_runs(pairs, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Every registered method of the lists, trained once on 2 ranks (one process group for all)."""
+def _two_rank_runs(methods: list[str], pairs, out: Path) -> Path:
+    """``methods`` trained once each on 2 ranks (one process group for all)."""
     from moomtl.methods import available_methods
 
-    out = tmp_path_factory.mktemp("ranks")
-    methods = [m for m in CONTRACT + EXTRA if m in available_methods()]
+    missing = [m for m in methods if m not in available_methods()]
+    if missing:
+        pytest.fail(f"not registered: {missing}")
     mp.spawn(_worker, args=(2, _free_port(), methods, pairs, str(out)), nprocs=2, join=True)
     return out
 
 
-@pytest.mark.parametrize("method", CONTRACT + EXTRA)
-def test_two_ranks_equal_one_process(method: str, pairs, two_rank_runs: Path) -> None:
-    from moomtl.methods import available_methods
+@pytest.fixture(scope="module")
+def contract_runs(pairs, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _two_rank_runs(CONTRACT, pairs, tmp_path_factory.mktemp("ranks"))
 
-    if method not in available_methods():
-        pytest.fail(f"{method} is not registered")
+
+@pytest.mark.parametrize("method", CONTRACT)
+def test_two_ranks_equal_one_process(method: str, pairs, contract_runs: Path) -> None:
+    _check_equal(method, pairs, contract_runs)
+
+
+@pytest.mark.slow  # more methods, same check (~15 s)
+def test_two_ranks_equal_one_process_more_methods(pairs, tmp_path: Path) -> None:
+    runs = _two_rank_runs(EXTRA, pairs, tmp_path)
+    for method in EXTRA:
+        _check_equal(method, pairs, runs)
+
+
+def _check_equal(method: str, pairs, two_rank_runs: Path) -> None:
     ref_model, ref_method = _train(method, pairs, distributed=False)
     ranks = [torch.load(two_rank_runs / f"{method}-rank{r}.pt", weights_only=True) for r in (0, 1)]
     for k, ref in ref_model.items():
