@@ -265,18 +265,18 @@ def run_experiment(
     method = build_method_from(cfg)  # validate the method and optimizer before any data work
     validate_optimization(cfg)
     if distributed_rank() != 0:  # torchrun: rank 0 owns the folder; the others train and read only
-        if resume and _finished(out, cfg):
+        if resume and run_finished(out, cfg):
             return {**read_run_result(out), "resumed_from": cfg.train.epochs}
         return _train_in(cfg, out, method, resume, splits, writer=False)
     check_output_dir(out)
     with locked(out):
         prepare_run_folder(out, cfg, resume, overwrite)
-        if resume and _finished(out, cfg):
+        if resume and run_finished(out, cfg):
             return {**read_run_result(out), "resumed_from": cfg.train.epochs}
         return _train_in(cfg, out, method, resume, splits, writer=True)
 
 
-def _finished(out: Path, cfg: ExperimentConfig) -> bool:
+def run_finished(out: Path, cfg: ExperimentConfig) -> bool:
     """``out`` holds a finished run of exactly ``cfg.train.epochs`` epochs."""
     return (out / RESULT).is_file() and (out / "config.yaml").is_file() \
         and read_run_config(out).get("train", {}).get("epochs") == cfg.train.epochs

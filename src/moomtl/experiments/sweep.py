@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from moomtl.config import ConfigError, ExperimentConfig
-from moomtl.experiments.run import RESULT, check_resumable, read_run_config, read_run_result, run_experiment
+from moomtl.experiments.run import check_resumable, read_run_result, run_experiment, run_finished
 from moomtl.methods.base import get_method_class
 
 
@@ -33,11 +33,7 @@ class SweepPoint:
         with other settings is an error, never silently mixed into the front)."""
         folder = Path(self.cfg.out)
         check_resumable(folder, self.cfg)
-        if not (folder / RESULT).is_file():
-            return False
-        saved_epochs = read_run_config(folder).get("train", {}).get("epochs") if (folder / "config.yaml").is_file() \
-            else None
-        return saved_epochs == self.cfg.train.epochs
+        return run_finished(folder, self.cfg)
 
 
 def check_same_config(folder: Path, cfg: ExperimentConfig) -> None:
