@@ -50,6 +50,15 @@ def _parse_ideal(ideal: IdealSpec) -> Tensor | str | None:
     return z
 
 
+def active_info(task_names: Sequence[str], terms: Tensor) -> dict[str, Tensor]:
+    """``{"active/<task>": 1 or 0}``: the indicator of ``argmax_t terms_t`` (the first maximum), as 0-d
+    tensors on ``terms``' device (no host sync per step; the epoch mean is the fraction of steps each
+    task was the active one)."""
+    terms = terms.detach()
+    onehot = (torch.arange(terms.numel(), device=terms.device) == torch.argmax(terms)).to(terms.dtype)
+    return {f"active/{t}": onehot[i] for i, t in enumerate(task_names)}
+
+
 class PreferenceMethod(Weighting):
     """Shared plumbing of preference-based methods: the preference ``λ`` (validated, normalized to
     the simplex; uniform ``1/T`` when ``None``) and the ideal point ``z`` (see the module docstring).
@@ -108,10 +117,11 @@ class PreferenceMethod(Weighting):
             return (self.running_min - self.margin).to(losses)
         return self.ideal_point.to(losses)
 
-    def _ideal_info(self, z: Tensor) -> dict[str, float]:
+    def _ideal_info(self, z: Tensor) -> dict[str, Tensor]:
         if not self.online_ideal:
             return {}
-        return {f"ideal/{t}": float(v) for t, v in zip(self.task_names, z.tolist(), strict=True)}
+        z = z.detach()
+        return {f"ideal/{t}": z[i] for i, t in enumerate(self.task_names)}
 
 
 class ChebyshevFamily(PreferenceMethod):
@@ -142,16 +152,15 @@ class ChebyshevFamily(PreferenceMethod):
     def weights(self, losses: Tensor, ctx: StepContext) -> Tensor:
         return self.weights_and_value(losses)[0]
 
-    def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, float]:
+    def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
         f = ctx.loss_values
         w, value, z = self.weights_and_value(f)
         ctx.backward_weighted(w)
         info = weights_info(self.task_names, w)
-        info["scalarized"] = float(value)
+        info["scalarized"] = value
         terms = self.terms(f, self.pref.to(f), z)
         if terms is not None:
-            active = int(torch.argmax(terms))
-            info.update({f"active/{t}": float(i == active) for i, t in enumerate(self.task_names)})
+            info.update(active_info(self.task_names, terms))
         info.update(self._ideal_info(z))
         return info
 
@@ -283,4 +292,5 @@ __all__ = [
     "PreferenceMethod",
     "SmoothTchebycheff",
     "Tchebycheff",
+    "active_info",
 ]

@@ -113,8 +113,8 @@ def phr_augmented_lagrangian(t: Tensor, c: Tensor, lam: Tensor, mu: Tensor | flo
     >>> phr_augmented_lagrangian(torch.tensor(0.3), torch.tensor([0.35, 0.275]), torch.tensor([0.2, 0.0]), 2.0)
     tensor(0.5681)
     """
-    if float(mu) <= 0:
-        raise ValueError(f"the penalty μ must be > 0, got {float(mu)}")
+    if not isinstance(mu, Tensor) and mu <= 0:  # a tensor μ (the method's buffer) is > 0 by construction
+        raise ValueError(f"the penalty μ must be > 0, got {mu}")
     shifted = torch.clamp(lam + mu * c, min=0.0)
     return t + (shifted.square() - lam.square()).sum() / (2 * mu)
 
@@ -285,6 +285,9 @@ class MWCALM(Method):
         self.register_buffer("t_initialized", torch.tensor(t_init is not None))
         self.history: list[dict[str, Any]] = []
         self._sparsity: _SparsityObjective | None = None
+        # Host-side mirrors of device state, re-read from the buffers after set-up or a restore (None).
+        self._t_ready = False  # t_initialized has been applied (t_update="optimizer")
+        self._n_since_outer: int | None = None  # batches accumulated since the last outer step (c_count)
 
     # --- set-up -----------------------------------------------------------------------------------
     @property
@@ -326,6 +329,7 @@ class MWCALM(Method):
         self.register_buffer("c_sum", torch.zeros(m, dtype=torch.float64))
         self.register_buffer("c_count", torch.tensor(0, dtype=torch.int64))
         self.history = []
+        self._t_ready, self._n_since_outer = False, 0
         self._sparsity = (
             _SparsityObjective(model, self.growl_weights, self.growl_beta1, self.growl_beta2, self.regularize)
             if self.with_sparsity else None
@@ -339,7 +343,7 @@ class MWCALM(Method):
             return losses
         return torch.cat([self._sparsity.value().to(losses).reshape(1), losses])
 
-    def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, float]:
+    def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
         if not hasattr(self, "multipliers"):
             raise RuntimeError("mwc_alm: call setup(task_names, model) before training")
         f = self.objectives(ctx)
@@ -352,10 +356,13 @@ class MWCALM(Method):
             with torch.no_grad():
                 self.t.copy_(phr_optimal_t(s, lam, mu))
                 self.t_initialized.fill_(True)
-        elif not bool(self.t_initialized):
+        elif not self._t_ready:
+            # t starts at the first batch's max_i s_i unless t_init (or a checkpoint) set it: decided on
+            # the device (where), so no host read of ``t_initialized``; after one step it is set for good.
             with torch.no_grad():
-                self.t.copy_(s.max())
+                self.t.copy_(torch.where(self.t_initialized, self.t, s.detach().max().to(self.t)))
                 self.t_initialized.fill_(True)
+            self._t_ready = True
         t = self.t.to(f.dtype)
         c = s - t
         lagrangian = phr_augmented_lagrangian(t, c, lam, mu)
@@ -363,17 +370,18 @@ class MWCALM(Method):
         with torch.no_grad():
             self.c_sum += c.detach().to(self.c_sum)
             self.c_count += 1
+        # Detached copies (t, μ and λ change in place later), left on the device: no host sync per step.
+        lam_now = self.multipliers.detach().clone()
         info = {
-            "mwc_alm/t": float(self.t.detach()),
-            "mwc_alm/lagrangian": float(lagrangian.detach()),
-            "mwc_alm/chebyshev": float(s.detach().max()),
-            "mwc_alm/max_c": float(c.detach().max()),
-            "mwc_alm/mu": float(self.penalty),
+            "mwc_alm/t": self.t.detach().clone(),
+            "mwc_alm/lagrangian": lagrangian.detach(),
+            "mwc_alm/chebyshev": s.detach().max(),
+            "mwc_alm/max_c": c.detach().max(),
+            "mwc_alm/mu": self.penalty.detach().clone(),
         }
-        names = self.objective_names
-        info.update({f"mwc_alm/lambda/{n}": float(v) for n, v in zip(names, self.multipliers, strict=True)})
+        info.update({f"mwc_alm/lambda/{n}": lam_now[i] for i, n in enumerate(self.objective_names)})
         if self._sparsity is not None:
-            info["mwc_alm/sparsity_objective"] = float(f[0].detach())
+            info["mwc_alm/sparsity_objective"] = f[0].detach()
         return info
 
     # --- outer loop -------------------------------------------------------------------------------
@@ -413,9 +421,18 @@ class MWCALM(Method):
     def _reset_accumulator(self) -> None:
         self.c_sum.zero_()
         self.c_count.zero_()
+        self._n_since_outer = 0
 
     def on_step_end(self, state: TrainState) -> None:
-        if self.outer_unit == "step" and int(self.c_count) >= self.outer_every:
+        if self.outer_unit != "step":
+            return
+        # Counted on the host (the c_count buffer is read once after set-up or a restore), so only the
+        # outer steps themselves read device values.
+        if self._n_since_outer is None:
+            self._n_since_outer = int(self.c_count)
+        else:
+            self._n_since_outer += 1
+        if self._n_since_outer >= self.outer_every:
             self.outer_update(epoch=state.epoch, step=state.step)
 
     def on_epoch_end(self, state: TrainState) -> None:
@@ -441,6 +458,7 @@ class MWCALM(Method):
 
     def set_extra_state(self, state: Any) -> None:
         self.history = list(state.get("history", [])) if isinstance(state, dict) else []
+        self._t_ready, self._n_since_outer = False, None  # restored buffers: read them again
 
     def extra_repr(self) -> str:
         return (

@@ -44,8 +44,7 @@ from torch import Tensor, nn
 from moomtl.autodiff.context import StepContext
 from moomtl.events import TrainingError, TrainState
 from moomtl.methods.base import register, weights_info
-from moomtl.methods.chebyshev import IdealSpec, PreferenceMethod
-from moomtl.solvers.simplex import exponentiated_gradient_step, project_simplex
+from moomtl.methods.chebyshev import IdealSpec, PreferenceMethod, active_info
 
 DUALS = ("eg", "euclidean")
 CONVERSIONS = ("last", "average", "adaptive")
@@ -203,6 +202,29 @@ def weighted_average_state(states: Sequence[Mapping[str, Tensor]], weights: Sequ
     return out
 
 
+def _eg_step(p: Tensor, grad: Tensor, lr: float) -> Tensor:
+    """:func:`moomtl.solvers.simplex.exponentiated_gradient_step` without its input checks, which read
+    device values (``isfinite(...).all()`` in an ``if``) and so cost a host sync per step. The dual ``p``
+    is this method's own simplex buffer and a non-finite gap comes from non-finite losses, which the
+    trainer detects once per epoch. Same operations, so the same bits (``tests/test_omd_tch.py``)."""
+    big = torch.finfo(p.dtype).max
+    step = (torch.as_tensor(lr, dtype=p.dtype, device=p.device) * grad.to(p.dtype)).nan_to_num(posinf=big, neginf=-big)
+    return torch.softmax(torch.log(p) - step, dim=-1)
+
+
+def _project_simplex(v: Tensor) -> Tensor:
+    """:func:`moomtl.solvers.simplex.project_simplex` of a 1-D vector without its finiteness check (a
+    host sync per step; see :func:`_eg_step`). Same operations, so the same bits."""
+    shift = v.amax(dim=-1, keepdim=True)
+    w = v - shift
+    u, _ = torch.sort(w, dim=-1, descending=True)
+    css = u.cumsum(dim=-1) - 1.0
+    k = torch.arange(1, v.shape[-1] + 1, device=v.device, dtype=v.dtype)
+    rho = torch.where(u - css / k > 0, k, 0).amax(dim=-1, keepdim=True).clamp(min=1).to(torch.int64)
+    theta = css.gather(-1, rho - 1) / rho.to(v.dtype)
+    return (w - theta).clamp(min=0.0)
+
+
 @register("omd_tch", "online mirror descent for Tchebycheff (primal step on Σ p_t λ_t L_t, dual step on p)")
 class OMDTCH(PreferenceMethod):
     """(Ada)OMD-TCH. See the module docstring for the algorithm.
@@ -256,6 +278,7 @@ class OMDTCH(PreferenceMethod):
         self.archive = CreditArchive(archive_size)
         self._average: dict[str, Tensor] | None = None
         self._n_averaged = 0
+        self._n_steps: int | None = None  # host copy of ``steps_seen`` (None: read the buffer)
 
     def setup(self, task_names: Sequence[str], model: nn.Module) -> None:
         super().setup(task_names, model)
@@ -265,6 +288,7 @@ class OMDTCH(PreferenceMethod):
         self.archive = CreditArchive(self.archive_size)
         self._average = None
         self._n_averaged = 0
+        self._n_steps = 0
 
     # --- one step -----------------------------------------------------------------------------------
     def weights(self, losses: Tensor, ctx: StepContext) -> Tensor:
@@ -272,7 +296,7 @@ class OMDTCH(PreferenceMethod):
         self._require_setup()
         return (self.p * self.pref.to(self.p)).to(losses)
 
-    def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, float]:
+    def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
         f = ctx.loss_values
         z = self.current_ideal(f)
         w = self.weights(f, ctx)
@@ -281,14 +305,14 @@ class OMDTCH(PreferenceMethod):
         ctx.backward_weighted(w)
         gap = (self.pref.to(f) * (f - z)).to(self.p)  # ∂/∂p of Σ p_t λ_t (L_t − z_t)
         self.dual_step(gap)
-        info = weights_info(self.task_names, w)
-        info.update({f"dual/{t}": float(v) for t, v in zip(self.task_names, self.p.tolist(), strict=True)})
-        info["scalarized"] = float(gap.max())  # the batch's Tchebycheff value max_t λ_t (L_t − z_t)
-        active = int(torch.argmax(gap))
-        info.update({f"active/{t}": float(i == active) for i, t in enumerate(self.task_names)})
+        info: dict[str, Tensor] = weights_info(self.task_names, w)
+        p = self.p.detach().clone()  # the dual after this step's update (p changes in place next step)
+        info.update({f"dual/{t}": p[i] for i, t in enumerate(self.task_names)})
+        info["scalarized"] = gap.max().detach()  # the batch's Tchebycheff value max_t λ_t (L_t − z_t)
+        info.update(active_info(self.task_names, gap))
         info.update(self._ideal_info(z))
         if self.conversion == "adaptive":
-            info["archive_size"] = float(len(self.archive))
+            info["archive_size"] = torch.tensor(float(len(self.archive)))  # host count: a CPU tensor, no copy
         return info
 
     def dual_step(self, gap: Tensor) -> None:
@@ -296,14 +320,22 @@ class OMDTCH(PreferenceMethod):
         self._require_setup()
         gap = gap.to(self.p)
         if self.dual == "eg":
-            new = exponentiated_gradient_step(self.p, -gap, self.dual_lr)
+            new = _eg_step(self.p, -gap, self.dual_lr)
         else:
-            new = project_simplex(self.p + self.dual_lr * gap)
+            new = _project_simplex(self.p + self.dual_lr * gap)
         self.p.copy_(new)
+
+    def _steps_host(self) -> int:
+        """``steps_seen`` as a host integer, read from the buffer once after set-up or a restore and
+        counted on the host after that (no device read per step)."""
+        if self._n_steps is None:
+            self._n_steps = int(self.steps_seen)
+        return self._n_steps
 
     def _record_iterate(self, model: nn.Module, losses: Tensor) -> None:
         self.steps_seen.add_(1)
-        seen = int(self.steps_seen) - self.burn_in  # 1 for the first iterate after the burn-in
+        self._n_steps = self._steps_host() + 1
+        seen = self._n_steps - self.burn_in  # 1 for the first iterate after the burn-in
         if seen < 1:
             return
         if self.conversion == "average":
@@ -331,7 +363,7 @@ class OMDTCH(PreferenceMethod):
         return None
 
     def on_epoch_end(self, state: TrainState) -> None:
-        if self.conversion != "adaptive" or self.archive_on != "epoch" or int(self.steps_seen) <= self.burn_in:
+        if self.conversion != "adaptive" or self.archive_on != "epoch" or self._steps_host() <= self.burn_in:
             return
         keys = [f"val/{t}/loss" for t in self.task_names]
         missing = [k for k in keys if k not in state.epoch_metrics]
@@ -358,6 +390,7 @@ class OMDTCH(PreferenceMethod):
         self.archive.shrink_to(self.archive_size)
         self._average = state["average"]
         self._n_averaged = int(state["n_averaged"])
+        self._n_steps = None  # the restored steps_seen buffer is read at the next step
 
 
 __all__ = ["OMDTCH", "ArchiveUpdate", "CreditArchive", "copy_state", "weighted_average_state"]
