@@ -1,0 +1,169 @@
+"""Statistics of reports (moomtl.experiments.stats): Δm against its definition (Liu et al. 2021's sign
+convention), the percentile bootstrap, the degenerate-front criterion on constructed fronts; and a tiny
+end-to-end ``sweep --seeds 2`` + ``compare`` on real MultiMNIST."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from moomtl.experiments import stats
+
+positive = st.floats(min_value=1e-3, max_value=1e3, allow_nan=False, allow_infinity=False)
+ratio = st.floats(min_value=-0.9, max_value=10.0, allow_nan=False, allow_infinity=False)
+values_list = st.lists(st.floats(min_value=-1e3, max_value=1e3, allow_nan=False, allow_infinity=False),
+                       min_size=2, max_size=12)
+FAST = settings(max_examples=30, deadline=None)  # pure math on a few numbers; 30 examples keep the file fast
+
+
+# --- Δm -----------------------------------------------------------------------------------------
+
+
+@FAST
+@given(st.dictionaries(st.sampled_from("abcd"), st.tuples(positive, st.booleans()), min_size=1))
+def test_delta_m_is_zero_at_the_baselines(tasks):
+    base = {k: v for k, (v, _) in tasks.items()}
+    higher = {k: h for k, (_, h) in tasks.items()}
+    assert stats.delta_m(base, base, higher) == 0.0
+
+
+@FAST
+@given(positive, ratio, st.booleans())
+def test_delta_m_sign_follows_the_metric_direction(base, r, higher):
+    """One task: Δm = (−1)^h · r · 100 for M = M_b (1 + r) (the definition with T = 1); better than the
+    baseline (higher acc, lower loss) is negative."""
+    value = base * (1 + r)
+    d = stats.delta_m({"t": value}, {"t": base}, {"t": higher})
+    assert d == pytest.approx((-100.0 if higher else 100.0) * (value - base) / base, rel=1e-12, abs=1e-9)
+    better = value > base if higher else value < base
+    if abs(r) > 1e-9:
+        assert (d < 0) == better
+
+
+@FAST
+@given(st.lists(st.tuples(positive, ratio, st.booleans(), positive), min_size=1, max_size=5))
+def test_delta_m_is_invariant_to_each_metric_scale_and_averages_tasks(tasks):
+    """Scaling a task's metric and baseline by c > 0 leaves Δm unchanged; Δm is the mean of the
+    one-task Δm's (the 1/T Σ_t of the definition)."""
+    keys = [f"t{i}" for i in range(len(tasks))]
+    base = {k: b for k, (b, _, _, _) in zip(keys, tasks, strict=True)}
+    vals = {k: b * (1 + r) for k, (b, r, _, _) in zip(keys, tasks, strict=True)}
+    higher = {k: h for k, (_, _, h, _) in zip(keys, tasks, strict=True)}
+    scaled = {k: c * vals[k] for k, (_, _, _, c) in zip(keys, tasks, strict=True)}
+    scaled_base = {k: c * base[k] for k, (_, _, _, c) in zip(keys, tasks, strict=True)}
+    d = stats.delta_m(vals, base, higher)
+    assert stats.delta_m(scaled, scaled_base, higher) == pytest.approx(d, rel=1e-9, abs=1e-9)
+    one = [stats.delta_m({k: vals[k]}, {k: base[k]}, {k: higher[k]}) for k in keys]
+    assert d == pytest.approx(np.mean(one), rel=1e-12, abs=1e-9)
+
+
+def test_delta_m_by_hand_and_undefined_baseline():
+    # Liu et al. 2021: acc 0.95 vs 0.90 (higher better) → −5.556 %; loss 0.3 vs 0.2 (lower better) → +50 %.
+    d = stats.delta_m({"a": 0.95, "b": 0.3}, {"a": 0.90, "b": 0.2}, {"a": True, "b": False})
+    assert d == pytest.approx((-100 * 0.05 / 0.90 + 100 * 0.1 / 0.2) / 2)
+    with pytest.raises(ValueError, match="baseline of a is 0"):
+        stats.delta_m({"a": 1.0}, {"a": 0.0}, {"a": True})
+    assert stats.higher_is_better("acc") and not stats.higher_is_better("loss")
+    assert not stats.higher_is_better("l1") and stats.higher_is_better("miou")
+
+
+# --- bootstrap ----------------------------------------------------------------------------------
+
+
+@FAST
+@given(values_list)
+def test_bootstrap_interval_contains_the_mean_and_is_deterministic(values):
+    s = stats.summarize(values)
+    lo, hi = s.ci95
+    tol = 1e-9 * (1 + max(abs(v) for v in values))
+    assert lo - tol <= s.mean <= hi + tol
+    assert min(values) - tol <= lo <= hi <= max(values) + tol  # means of resamples stay in the data's range
+    assert stats.bootstrap_ci(values) == (lo, hi)  # fixed RNG seed: the same interval every time
+    assert s.sd == pytest.approx(np.std(values, ddof=1))
+
+
+@FAST
+@given(st.floats(min_value=-1e6, max_value=1e6, allow_nan=False), st.integers(min_value=2, max_value=10))
+def test_bootstrap_of_identical_seeds_is_a_point(value, n):
+    s = stats.summarize([value] * n)
+    assert s.ci95 == (value, value) and s.sd == 0.0 and s.n == n
+
+
+def test_bootstrap_one_seed_undefined_and_percentiles_match_numpy():
+    s = stats.summarize([0.3])
+    assert s.ci95 is None and s.sd is None and s.ci_text() == "undefined (1 seed)" and s.text() == "0.3"
+    # Reference: the same resampling written out with numpy (percentiles of 10 000 resampled means).
+    x = np.array([0.1, 0.4, 0.35, 0.2, 0.9])
+    rng = np.random.default_rng(0)
+    means = x[rng.integers(0, 5, size=(10_000, 5))].mean(axis=1)
+    assert stats.bootstrap_ci(x) == pytest.approx(tuple(np.quantile(means, [0.025, 0.975])))
+    lo, hi = stats.bootstrap_ci(x)
+    assert hi - lo > 0.2  # a spread-out sample gives a wide interval (the sd of the mean is 0.14)
+    assert stats.intervals_overlap((0.0, 1.0), (0.5, 2.0)) and not stats.intervals_overlap((0.0, 1.0), (1.5, 2.0))
+
+
+# --- degenerate fronts --------------------------------------------------------------------------
+
+
+@FAST
+@given(st.lists(st.integers(0, 1000), min_size=2, max_size=10, unique=True), positive, positive)
+def test_a_trade_off_front_is_not_degenerate(k, sx, sy):
+    """Points (t, 1 − t) with distinct t trade off: ideal gap ≥ 0.5, Spearman −1 (any positive scales)."""
+    t = [v / 1000 for v in k]
+    pts = np.array([[sx * v, 3.0 + sy * (1 - v)] for v in t])
+    c = stats.front_conflict(pts)
+    assert not c.degenerate and c.ideal_gap >= 0.5 - 1e-12
+    assert c.rank_correlation == (pytest.approx(-1.0) if len(t) >= 4 else None)
+
+
+@FAST
+@given(st.lists(st.tuples(positive, positive), min_size=1, max_size=10), st.floats(0.0, 0.04))
+def test_a_nearly_dominating_point_makes_the_front_degenerate(others, slack):
+    """Add a point at the ideal corner of the others plus ``slack`` × their range (< 5 %): degenerate."""
+    pts = np.array(others + [(0.0, 0.0)])
+    pts[-1] = pts[:-1].min(axis=0) + slack * np.ptp(pts[:-1], axis=0)
+    c = stats.front_conflict(pts)
+    assert c.degenerate and c.ideal_gap <= 0.05 + 1e-12
+
+
+@FAST
+@given(st.lists(st.integers(0, 1000), min_size=4, max_size=10, unique=True), positive, positive)
+def test_objectives_that_rise_together_are_degenerate(x, scale, shift):
+    """Objective 2 ranks the points like objective 1 except the first two (one adjacent swap): Spearman
+    ρ = 1 − 6·2 / (n(n² − 1)) ≥ 0.8 (the rank-difference formula), so degenerate."""
+    x = np.sort(np.array(x, dtype=float))
+    y = x.copy()
+    y[[0, 1]] = y[[1, 0]]
+    c = stats.front_conflict(np.stack([x, shift + scale * y], axis=1))
+    n = len(x)
+    assert c.degenerate and c.rank_correlation == pytest.approx(1 - 12 / (n * (n * n - 1)))
+
+
+@FAST
+@given(st.lists(st.integers(0, 5), min_size=1, max_size=12))
+def test_average_ranks_match_their_definition(v):
+    """Average rank of v_i = #{j: v_j < v_i} + (#{j: v_j = v_i} + 1) / 2 (what scipy's rankdata computes)."""
+    expected = [sum(w < x for w in v) + (sum(w == x for w in v) + 1) / 2 for x in v]
+    assert stats.average_ranks(v).tolist() == expected
+
+
+def test_front_conflict_edge_cases_by_hand():
+    # A 4-point convex front: gap 0.6 (point (0.4, 0.6) normalized), ρ = −1 → in conflict.
+    front = [[0.0, 1.0], [0.4, 0.6], [0.6, 0.3], [1.0, 0.0]]
+    c = stats.front_conflict(front)
+    assert not c.degenerate and c.ideal_gap == pytest.approx(0.6) and c.rank_correlation == pytest.approx(-1.0)
+    # Same but one point moved into the ideal corner within 3 % of the range: degenerate by the gap.
+    c = stats.front_conflict([[0.0, 1.0], [0.03, 0.02], [0.6, 0.3], [1.0, 0.0]])
+    assert c.degenerate and c.ideal_gap == pytest.approx(0.03) and "nearly dominates" in c.reason
+    # A blob whose losses move together (ρ = 0.8) with no dominating point: degenerate by correlation.
+    blob = [[0.30, 0.31], [0.31, 0.30], [0.33, 0.34], [0.35, 0.36]]
+    c = stats.front_conflict(blob)
+    assert c.degenerate and c.rank_correlation == pytest.approx(0.8) and "rise and fall together" in c.reason
+    # Identical points; one point; too few points for a correlation.
+    assert stats.front_conflict([[1.0, 2.0], [1.0, 2.0]]).degenerate
+    one = stats.front_conflict([[1.0, 2.0]])
+    assert not one.degenerate and "not assessed" in one.reason
+    assert stats.front_conflict([[0, 1], [1, 0], [0.5, 0.5]]).rank_correlation is None
+    assert stats.front_conflict(front).to_dict()["criterion"] == stats.CRITERION
