@@ -282,6 +282,48 @@ def reproduce(
     _guard(go)
 
 
+@app.command()
+def select(
+    folder: Annotated[Path, typer.Argument(help="A `moomtl sweep` output folder (or a folder holding runs).")],
+    preference: Annotated[
+        str | None, typer.Option(help="Weights w1,w2,... (one per task, ≥ 0): larger w_t asks for a lower val "
+                                      "loss of task t (uniform when only constraints are given).")
+    ] = None,
+    minimum: Annotated[
+        list[str] | None, typer.Option("--min", help="Constraint TASK/METRIC=v: validation METRIC ≥ v (repeatable).")
+    ] = None,
+    maximum: Annotated[
+        list[str] | None, typer.Option("--max", help="Constraint TASK/METRIC=v: validation METRIC ≤ v (repeatable).")
+    ] = None,
+    export: Annotated[
+        Path | None, typer.Option(help="Write the chosen model's state dict here (e.g. best.pt), its config to "
+                                       "best.yaml and the selection to best.json.")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing --export files.")] = False,
+) -> None:
+    """Choose the model of a front that best meets a preference or constraints on VALIDATION metrics
+    (minimum weighted Chebyshev distance of the normalized val losses to the ideal, among the points
+    meeting every --min/--max), report its test metrics, and optionally export it."""
+    from moomtl.experiments.select import NoPointMeets, export_selection, select_model, selection_lines
+
+    def go() -> None:
+        if export is not None:  # a bad --export is reported before any model is read
+            from moomtl.experiments.select import export_paths
+
+            export_paths(export)
+        try:
+            sel = select_model(folder, preference, minimum or (), maximum or ())
+        except NoPointMeets as e:
+            raise _fail("no point meets the constraints", e, 1) from None
+        for line in selection_lines(sel):
+            console.print(line, highlight=False)
+        if export is not None:
+            written = export_selection(sel, export, overwrite=overwrite)
+            console.print(f"wrote {', '.join(map(str, written))}", highlight=False)
+
+    _guard(go)
+
+
 def main() -> None:
     try:
         app()

@@ -1,0 +1,240 @@
+"""``moomtl select``: choosing a model from a tiny real sweep by preference / constraints on validation
+metrics, exporting it, and the refusals. The reference for every choice is the rule of
+``moomtl.experiments.select`` (weighted Chebyshev distance of the normalized val losses to the ideal)
+recomputed here from the point folders' own ``final_metrics.json`` with plain loops."""
+
+from __future__ import annotations
+
+import importlib.machinery
+import json
+import shutil
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from typer.testing import CliRunner
+
+import moomtl.experiments.select as select_mod
+from moomtl.cli import app
+from moomtl.config import parse_config
+from moomtl.experiments.select import best_index, chebyshev_scores, normalize_losses, select_model
+
+runner = CliRunner()
+TASKS = ("left", "right")
+
+
+@pytest.fixture(scope="module")
+def front(tmp_path_factory):
+    """A real 3-point linear-scalarization sweep (1 epoch, 400 training pairs): (0, 1), (0.5, 0.5), (1, 0).
+    The front plot is skipped (2 s; selection never reads it)."""
+    import moomtl.experiments.report as report
+
+    tmp = tmp_path_factory.mktemp("select")
+    cfg = parse_config({
+        "data": {"dataset": "multimnist", "source": "mnist5k", "n_train": 400, "n_val": 100, "n_test": 100,
+                 "cache_dir": str(tmp / "cache")},
+        "method": {"name": "linear", "weights": [0.5, 0.5]},
+        "optimizer": {"name": "SGD", "lr": 0.05, "momentum": 0.9},
+        "train": {"epochs": 1, "batch_size": 64, "progress": False},
+        "out": str(tmp / "lin"),
+    })
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(report, "_plot_front", lambda *a, **k: None)
+        report.run_preference_sweep(cfg, n_preferences=3)
+    return tmp / "lin"
+
+
+def _points(folder):
+    """``[(label, val metrics, test metrics)]`` read independently from the point folders' files."""
+    rows = json.loads((folder / "results.json").read_text())["rows"]
+    out = []
+    for r in rows:
+        final = json.loads((folder / r["run_dir"].rsplit("/", 1)[-1] / "final_metrics.json").read_text())
+        val = {k[4:]: v for k, v in final.items() if k.startswith("val/")}
+        test = {k[5:]: v for k, v in final.items() if k.startswith("test/")}
+        out.append((r["label"], val, test))
+    return out
+
+
+def _reference_choice(points, w, allowed=None):
+    """The rule written out with loops: ideal = per-task min; nadir = per-task max over points no other
+    point dominates; score = max_t w_t (L_t - ideal_t) / (nadir_t - ideal_t); ties by the weighted sum."""
+    L = [[p[1][f"{t}/loss"] for t in TASKS] for p in points]
+    n = len(L)
+
+    def dominated(i):
+        return any(all(L[j][k] <= L[i][k] for k in range(2)) and L[j] != L[i] for j in range(n))
+
+    ideal = [min(L[i][k] for i in range(n)) for k in range(2)]
+    nadir = [max(L[i][k] for i in range(n) if not dominated(i)) for k in range(2)]
+    w = [v / sum(w) for v in w]
+    best = None
+    for i in range(n):
+        if allowed is not None and not allowed[i]:
+            continue
+        z = [(L[i][k] - ideal[k]) / ((nadir[k] - ideal[k]) or 1.0) for k in range(2)]
+        key = (max(w[k] * z[k] for k in range(2)), sum(w[k] * z[k] for k in range(2)), i)
+        best = key if best is None or key < best else best
+    return points[best[2]][0]
+
+
+def _one_line_error(result, code, *fragments):
+    assert result.exit_code == code, (result.exit_code, result.output)
+    err = result.stderr.strip()
+    assert "Traceback" not in result.output
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    for f in fragments:
+        assert f in lines[0], (f, lines[0])
+    return lines[0]
+
+
+def test_preference_picks_the_rules_argmin(front):
+    points = _points(front)
+    assert len(points) == 3
+    for w in ([1, 0], [0, 1], [0.5, 0.5], [0.2, 0.8], [3, 1]):
+        sel = select_model(front, ",".join(map(str, w)))
+        assert sel.chosen.label == _reference_choice(points, w), w
+        assert sel.chosen.val == pytest.approx({**points[sel.index][1],
+                                                **{f"{t}/err": 1 - points[sel.index][1][f"{t}/acc"] for t in TASKS}})
+    # w = (1, 0) asks for the lowest left val loss only
+    sel = select_model(front, [1, 0])
+    assert sel.chosen.val["left/loss"] == min(p[1]["left/loss"] for p in points)
+    result = runner.invoke(app, ["select", str(front), "--preference", "0.2,0.8"])
+    assert result.exit_code == 0, result.output
+    assert f"selected: {_reference_choice(points, [0.2, 0.8])}" in result.output
+
+
+def test_constraints_met_and_unmet(front):
+    points = _points(front)
+    accs = sorted(p[1]["left/acc"] for p in points)
+    bound = accs[1]  # the two points with the higher left val accuracy meet it
+    allowed = [p[1]["left/acc"] >= bound for p in points]
+    sel = select_model(front, None, minimums=[f"left/acc={bound}"])
+    assert sel.chosen.label == _reference_choice(points, [1, 1], allowed)
+    assert sel.feasible.tolist() == allowed and sel.chosen.val["left/acc"] >= bound
+    top = max(p[1]["right/loss"] for p in points)
+    sel = select_model(front, "0,1", maximums=[f"right/loss={top}"], minimums=[f"left/acc={bound}"])
+    assert sel.chosen.label == _reference_choice(points, [0, 1], allowed)
+
+    closest = max(points, key=lambda p: p[1]["left/acc"])[0]
+    result = runner.invoke(app, ["select", str(front), "--min", "left/acc=1.01", "--preference", "1,1"])
+    line = _one_line_error(result, 1, "no point meets the constraints", "left/acc ≥ 1.01", f"closest: {closest}")
+    assert "needs ≥ 1.01" in line
+
+
+def test_export_loads_into_a_fresh_model_with_the_reported_test_metrics(front, tmp_path):
+    from moomtl.config import load_config
+    from moomtl.experiments.run import build_data, build_model_from
+    from moomtl.train.trainer import evaluate
+
+    target = tmp_path / "out" / "best.pt"
+    result = runner.invoke(app, ["select", str(front), "--preference", "0.3,0.7", "--export", str(target)])
+    assert result.exit_code == 0, result.output
+    info = json.loads(target.with_suffix(".json").read_text())
+    reported = info["chosen"]["test"]
+    cfg = load_config(target.with_suffix(".yaml"))
+    splits = build_data(cfg)
+    model = build_model_from(cfg, splits)
+    model.load_state_dict(torch.load(target, weights_only=True))
+    measured = evaluate(model, splits.test, splits.task_specs())
+    assert set(measured) <= set(reported)
+    for k, v in measured.items():
+        assert reported[k] == pytest.approx(v, abs=1e-6), k
+        assert f"{k}{'↑' if k.endswith('acc') else '↓'} {v:.4f}" in result.output  # the printed test line
+    assert info["chosen"]["label"] == _reference_choice(_points(front), [0.3, 0.7])
+
+    again = runner.invoke(app, ["select", str(front), "--preference", "0.3,0.7", "--export", str(target)])
+    _one_line_error(again, 2, "already exist", "--overwrite")
+    again = runner.invoke(app, ["select", str(front), "--preference", "1,0", "--export", str(target), "--overwrite"])
+    assert again.exit_code == 0, again.output
+    inside = runner.invoke(app, ["select", str(front), "--preference", "1,0", "--export", str(front / "x.pt")])
+    _one_line_error(inside, 2, "holds a moomtl run or report")
+
+
+def test_bad_inputs_are_one_line(front, tmp_path, monkeypatch):
+    def run(*args):
+        return runner.invoke(app, ["select", *map(str, args)])
+
+    _one_line_error(run(tmp_path / "nothing", "--preference", "1,1"), 2, "is not a folder")
+    _one_line_error(run(front, "--min", "middle/acc=0.5"), 2, "unknown task 'middle'", "left, right")
+    _one_line_error(run(front, "--max", "left/miou=0.5"), 2, "no validation metric 'miou'")
+    _one_line_error(run(front, "--min", "left/acc"), 2, "TASK/METRIC=VALUE")
+    _one_line_error(run(front, "--preference", "1,2,3"), 2, "one weight per task (2")
+    _one_line_error(run(front, "--preference", "-1,2"), 2, "non-negative")
+    _one_line_error(run(front, "--preference", "0,0"), 2, "positive")
+    _one_line_error(run(front, "--preference", "a,b"), 2, "comma-separated numbers")
+    _one_line_error(run(front), 2, "--preference")
+    _one_line_error(run(front, "--preference", "1,1", "--export", tmp_path / "best.yaml"), 2, "state-dict file")
+    _one_line_error(run(tmp_path, "--preference", "1,1"), 2, "holds no finished moomtl runs")
+
+    # A sweep trained without validation data: refused, never selected on test.
+    noval = tmp_path / "noval"
+    shutil.copytree(front, noval, ignore=shutil.ignore_patterns("*.pt", "*.png", "tensorboard"))
+    for path in [*noval.glob("*/final_metrics.json"), *noval.glob("*/result.json")]:
+        raw = json.loads(path.read_text())
+        final = raw["final"] if "final" in raw else raw
+        for k in [k for k in final if k.startswith("val/")]:
+            del final[k]
+        path.write_text(json.dumps(raw))
+    _one_line_error(run(noval, "--preference", "1,1"), 2, "no validation metrics", "never test")
+
+    psl = tmp_path / "psl"
+    psl.mkdir()
+    (psl / "results.json").write_text(json.dumps({"kind": "psl", "task_names": list(TASKS)}))
+    monkeypatch.setattr(select_mod, "psl_available", lambda: False)
+    _one_line_error(run(psl, "--preference", "1,1"), 2, "Pareto-set-learning run", "moomtl.psl")
+
+
+class _FakePSL:
+    """A Pareto set known in closed form: at preference p the val losses are (1 - p0, p0) and the test
+    losses (1 - p0 + 0.01, p0 + 0.01)."""
+
+    def evaluate(self, preference, split):
+        p0 = float(preference[0]) / float(sum(preference))
+        shift = 0.01 if split == "test" else 0.0
+        return {f"{split}/left/loss": 1 - p0 + shift, f"{split}/right/loss": p0 + shift}
+
+    def export(self, preference, path):
+        torch.save({"w": torch.tensor(preference)}, path)
+
+
+def test_psl_runs_through_moomtl_psl(tmp_path, monkeypatch):
+    fake = types.ModuleType("moomtl.psl")
+    fake.__spec__ = importlib.machinery.ModuleSpec("moomtl.psl", None)
+    fake.load_psl_run = lambda folder: _FakePSL()
+    monkeypatch.setitem(sys.modules, "moomtl.psl", fake)
+    folder = tmp_path / "psl"
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps({"kind": "psl", "task_names": list(TASKS)}))
+    sel = select_model(folder, "0.3,0.7")  # a preference alone: the model the set maps it to
+    assert sel.chosen.preference == pytest.approx([0.3, 0.7])
+    assert sel.chosen.test == pytest.approx({"left/loss": 0.71, "right/loss": 0.31})
+    # left val loss ≤ 0.3 needs p0 ≥ 0.7; uniform Chebyshev max(1 - p0, p0) / 2 is smallest at p0 = 0.7
+    sel = select_model(folder, None, maximums=["left/loss=0.3"])
+    assert sel.chosen.preference == pytest.approx([0.7, 0.3])
+    written = select_mod.export_selection(sel, tmp_path / "m.pt")
+    assert [p.name for p in written] == ["m.pt", "m.json"]
+    assert torch.load(tmp_path / "m.pt", weights_only=True)["w"].tolist() == pytest.approx([0.7, 0.3])
+
+
+@given(arrays(np.int64, st.tuples(st.integers(1, 12), st.integers(1, 4)), elements=st.integers(0, 20)),
+       st.lists(st.floats(0.01, 1), min_size=4, max_size=4))
+def test_chosen_point_is_pareto_optimal_and_matches_brute_force(grid, w):
+    """Lexicographic (augmented) weighted Chebyshev with positive weights selects a Pareto-optimal
+    point (Miettinen, Nonlinear Multiobjective Optimization, 1999, Thm 3.4.5), and it is the brute-force
+    minimizer of (max, sum) of w_t z_t."""
+    losses = grid / 4.0  # on a grid, so distinct losses stay distinct after normalizing
+    w = np.array(w[: losses.shape[1]])
+    z, ideal, _ = normalize_losses(losses)
+    score, tie = chebyshev_scores(z, w)
+    i = best_index(score, tie, np.ones(len(losses), dtype=bool))
+    assert not any((losses[j] <= losses[i]).all() and (losses[j] < losses[i]).any() for j in range(len(losses)))
+    keys = [((w * z[j]).max(), (w * z[j]).sum(), j) for j in range(len(losses))]
+    assert min(keys)[2] == i
+    assert (z >= 0).all() and (z.min(axis=0) == 0).all() and np.array_equal(ideal, losses.min(axis=0))
