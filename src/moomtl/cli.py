@@ -324,6 +324,38 @@ def select(
     _guard(go)
 
 
+@app.command()
+def psl(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    method: MethodOpt = None,
+    preferences: Annotated[int, typer.Option(help="Evaluate on this many preferences (Das-Dennis lattice).")] = 11,
+    out: Annotated[str | None, typer.Option(help="Output folder.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in <out> (same settings, more epochs).")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace a run already in <out>.")] = False,
+) -> None:
+    """Pareto-set learning: train ONE preference-conditioned model (FiLM/LoRA encoder, hypernetwork heads;
+    config section `psl`) with the method's scalarization at a Dirichlet preference per batch, then write
+    its front on a preference lattice like a sweep (results.json with "kind": "psl", results.md, plot)."""
+    from moomtl.psl import load_psl_config, run_psl
+
+    def go() -> None:
+        overrides = list(set_ or [])
+        if method is not None:
+            overrides = [f"method={{name: {method}}}", *overrides]
+        cfg, pcfg = load_psl_config(config, [*overrides, *([f"out={out}"] if out is not None else [])])
+        rep = run_psl(cfg, pcfg, n_preferences=preferences, resume=resume, overwrite=overwrite, console=console)
+        if resume:
+            start = rep.resumed_from
+            console.print("resume: no checkpoint in the folder, started fresh" if start == 0 else
+                          f"resume: continued from epoch {start} of {cfg.train.epochs}", highlight=False)
+        console.print(rep.report.markdown, highlight=False)
+        console.print(f"trained {rep.summary['train_steps']} steps in {rep.summary['wall_seconds']:.1f} s; "
+                      f"wrote {cfg.out}/results.json", highlight=False)
+
+    _guard(go)
+
+
 def main() -> None:
     try:
         app()
