@@ -191,6 +191,19 @@ def test_bad_inputs_are_one_line(front, tmp_path, monkeypatch):
     _one_line_error(run(psl, "--preference", "1,1"), 2, "Pareto-set-learning run", "moomtl.psl")
 
 
+def test_a_folder_holding_runs_is_a_front(front, tmp_path):
+    """A reproduce-style folder (its own results.json, runs in sub-folders) gives the same choice."""
+    repro = tmp_path / "repro"
+    shutil.copytree(front, repro / "grid", ignore=shutil.ignore_patterns("results.json", "*.png"))
+    (repro / "results.json").write_text(json.dumps({"reproduce": "some-entry", "rows": []}))
+    points = _points(front)
+    sel = select_model(repro, "0.2,0.8")
+    assert sel.kind == "runs" and len(sel.candidates) == 3
+    expected = next(r["run_dir"] for r in json.loads((front / "results.json").read_text())["rows"]
+                    if r["label"] == _reference_choice(points, [0.2, 0.8]))
+    assert sel.chosen.label == "grid/" + expected.rsplit("/", 1)[-1]
+
+
 class _FakePSL:
     """A Pareto set known in closed form: at preference p the val losses are (1 - p0, p0) and the test
     losses (1 - p0 + 0.01, p0 + 0.01)."""
@@ -198,10 +211,11 @@ class _FakePSL:
     def evaluate(self, preference, split):
         p0 = float(preference[0]) / float(sum(preference))
         shift = 0.01 if split == "test" else 0.0
-        return {f"{split}/left/loss": 1 - p0 + shift, f"{split}/right/loss": p0 + shift}
+        return {"left/loss": 1 - p0 + shift, "right/loss": p0 + shift}
 
-    def export(self, preference, path):
+    def export(self, preference, path, overwrite=False):
         torch.save({"w": torch.tensor(preference)}, path)
+        path.with_suffix(".yaml").write_text("method: {name: tch}\n")
 
 
 def test_psl_runs_through_moomtl_psl(tmp_path, monkeypatch):
@@ -219,7 +233,7 @@ def test_psl_runs_through_moomtl_psl(tmp_path, monkeypatch):
     sel = select_model(folder, None, maximums=["left/loss=0.3"])
     assert sel.chosen.preference == pytest.approx([0.7, 0.3])
     written = select_mod.export_selection(sel, tmp_path / "m.pt")
-    assert [p.name for p in written] == ["m.pt", "m.json"]
+    assert [p.name for p in written] == ["m.pt", "m.yaml", "m.json"]
     assert torch.load(tmp_path / "m.pt", weights_only=True)["w"].tolist() == pytest.approx([0.7, 0.3])
 
 
@@ -238,3 +252,34 @@ def test_chosen_point_is_pareto_optimal_and_matches_brute_force(grid, w):
     keys = [((w * z[j]).max(), (w * z[j]).sum(), j) for j in range(len(losses))]
     assert min(keys)[2] == i
     assert (z >= 0).all() and (z.min(axis=0) == 0).all() and np.array_equal(ideal, losses.min(axis=0))
+
+
+@pytest.mark.slow
+def test_real_psl_run_select_and_export(tmp_path):
+    """A tiny real `moomtl psl` run: the exported plain model has the test metrics select reported."""
+    from moomtl.config import load_config
+    from moomtl.experiments.run import build_data, build_model_from
+    from moomtl.train.trainer import evaluate
+
+    sets = ["data.dataset=multimnist", "data.source=mnist5k", "data.n_train=400", "data.n_val=100",
+            "data.n_test=100", f"data.cache_dir={tmp_path / 'cache'}", "method={name: tch}", "train.epochs=1",
+            "train.batch_size=64", "train.progress=false", "optimizer={name: SGD, lr: 0.05, momentum: 0.9}"]
+    args = ["psl", "--preferences", "3", "--out", str(tmp_path / "psl")]
+    for s in sets:
+        args += ["--set", s]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    target = tmp_path / "best.pt"
+    result = runner.invoke(app, ["select", str(tmp_path / "psl"), "--preference", "0.3,0.7", "--export", str(target)])
+    assert result.exit_code == 0, result.output
+    info = json.loads(target.with_suffix(".json").read_text())
+    assert info["kind"] == "psl" and info["chosen"]["preference"] == pytest.approx([0.3, 0.7])
+    cfg = load_config(target.with_suffix(".yaml"))
+    splits = build_data(cfg)
+    model = build_model_from(cfg, splits)
+    model.load_state_dict(torch.load(target, weights_only=True))
+    measured = evaluate(model, splits.test, splits.task_specs())
+    for k, v in measured.items():
+        assert info["chosen"]["test"][k] == pytest.approx(v, abs=1e-5), k
+    constrained = select_model(tmp_path / "psl", None, minimums=["left/acc=0"])
+    assert len(constrained.candidates) == 21 and constrained.feasible.all()

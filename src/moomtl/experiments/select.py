@@ -293,7 +293,7 @@ def _sweep_candidates(folder: Path, res: Mapping[str, Any]) -> list[Candidate]:
             raise RunFolderError(f"{folder / RESULTS_JSON} has a row that is not a mapping")
         label = str(row.get("label", row.get("run_dir", "?")))
         run_dir = _point_dir(folder, row.get("run_dir"))
-        val = _split_metrics(row, "val")
+        val = with_err(row["val"]) if isinstance(row.get("val"), dict) else _split_metrics(row, "val")
         test: dict[str, float] = {}
         if run_dir is not None:
             final = _run_metrics(run_dir)
@@ -313,6 +313,9 @@ def _discovered_candidates(folder: Path) -> list[Candidate]:
     runs = sorted({p.parent for p in folder.rglob(RESULT) if (p.parent / "config.yaml").is_file()})
     out = []
     for run_dir in runs:
+        summary = _read_results(run_dir, RESULT)
+        if summary is not None and summary.get("kind") == "psl":
+            continue  # a Pareto-set-learning run is a set of models, selected from on its own
         final = _run_metrics(run_dir)
         rel = run_dir.relative_to(folder).as_posix()
         out.append(Candidate(label=rel if rel != "." else run_dir.name, val=_split_metrics(final, "val"),
@@ -349,8 +352,8 @@ def load_front(folder: str | Path) -> tuple[str, list[str], list[Candidate]]:
     return kind, task_names, cands
 
 
-def _read_results(folder: Path) -> dict[str, Any] | None:
-    path = folder / RESULTS_JSON
+def _read_results(folder: Path, name: str = RESULTS_JSON) -> dict[str, Any] | None:
+    path = folder / name
     if not path.is_file():
         return None
     try:
@@ -395,7 +398,7 @@ def _choose(
 def _none_meets_line(source: Path, cands: Sequence[Candidate], constraints: Sequence[Constraint],
                      values: np.ndarray, viol: np.ndarray) -> str:
     i = closest_index(values, viol)
-    parts = [f"{k.key} {values[i, j]:.4g} ({'ok' if viol[i, j] <= 0 else 'needs ' + k.text().split(' ', 1)[1]})"
+    parts = [f"{k.key} {values[i, j]:.6g} ({'ok' if viol[i, j] <= 0 else 'needs ' + k.text().split(' ', 1)[1]})"
              for j, k in enumerate(constraints)]
     return (f"none of the {len(cands)} points of {source} meets {', '.join(k.text() for k in constraints)} "
             f"(validation metrics); closest: {cands[i].label} with val {', '.join(parts)}")
@@ -446,7 +449,9 @@ def select_psl(
     folder: Path, res: Mapping[str, Any], preference: str | Sequence[float] | None,
     minimums: Sequence[str], maximums: Sequence[str],
 ) -> Selection:
-    """Selection from a PSL run, whose models are indexed by preferences. With a preference and no
+    """Selection from a PSL run (``moomtl.psl.load_psl_run``: ``.evaluate(preference, split)`` gives
+    ``{"<task>/<metric>": v}``, ``.export(preference, path, overwrite)`` writes the plain model specialised
+    to ``preference`` and its config), whose models are indexed by preferences. With a preference and no
     constraints the answer is the model the run maps that preference to. With constraints the run is
     evaluated on validation data at ``lattice_for(PSL_GRID, T)`` (plus the preference, when given) and
     those models are chosen from by the rule of the module docstring."""
@@ -507,19 +512,18 @@ def export_selection(sel: Selection, path: str | Path, overwrite: bool = False) 
     if existing and not overwrite:
         raise ConfigError(f"--export: {', '.join(map(str, existing))} already exist(s); pass --overwrite to replace")
     c = sel.chosen
-    if sel.kind == "psl":
-        with mio.atomic_path(weights) as tmp:
-            sel.psl_run.export(c.preference, tmp)
-        source_config = sel.source / "config.yaml"
+    written = [weights]
+    if sel.kind == "psl":  # the run writes the specialised plain model and its config (each atomically)
+        sel.psl_run.export(c.preference, weights, overwrite=True)
+        written += [config] if config.is_file() else []
     else:
         assert c.run_dir is not None
         state = _read_state_dict(c.run_dir / "model.pt")
         mio.torch_save(state, weights)
         source_config = c.run_dir / "config.yaml"
-    written = [weights]
-    if source_config.is_file():
-        mio.write_text(config, source_config.read_text(encoding="utf-8"))
-        written.append(config)
+        if source_config.is_file():
+            mio.write_text(config, source_config.read_text(encoding="utf-8"))
+            written.append(config)
     mio.write_json(info, {**sel.to_dict(), "weights": weights.name,
                           "config": config.name if config in written else None})
     return [*written, info]
