@@ -26,6 +26,14 @@ class TrainState:
     step_losses: dict[str, Tensor] = field(default_factory=dict)
     epoch_metrics: dict[str, Any] = field(default_factory=dict)  # metrics of the last finished epoch
     lr: float = 0.0
+    # Set by a handler (early stopping) to end training after the current epoch's handlers.
+    should_stop: bool = False
+    # What the engine's handlers work on (set by the trainer for the run in progress): the LR scheduler
+    # (or None), the TrainResult being filled, the DataSplits and the {task: Task} specs.
+    scheduler: Any = None
+    result: Any = None
+    splits: Any = None
+    tasks: dict[str, Any] = field(default_factory=dict)
 
 
 class Callback:

@@ -1,17 +1,20 @@
-"""A method-agnostic multi-task trainer.
+"""A method-agnostic multi-task trainer, built on the event engine of :mod:`moomtl.engine`.
 
-Per batch: ``zero_grad`` → ``z = model.encode(x)``, ``out = model.decode(z, x)`` → per-task losses →
-``method.backward(losses, ctx)`` fills the gradients → ``optimizer.step()`` → ``on_step_end`` events.
-Per epoch: LR schedule step, evaluation on val and test (per-task loss and the metrics of each task's
-:class:`~moomtl.tasks.Task`: accuracy for classification, mIoU for segmentation, ...), metrics log
-(CSV + JSON) and an atomic checkpoint from which ``resume=True`` continues bit-for-bit on the same
-device.
+The loop itself only trains: per batch ``zero_grad`` → ``z = model.encode(x)``, ``out = model.decode(z, x)``
+→ per-task losses → ``method.backward(losses, ctx)`` fills the gradients → ``optimizer.step()`` → the
+``STEP_END`` event. Everything else is a named handler on an event of ``trainer.engine`` that a user can
+re-filter (``every=``, ``start=``), replace or remove: ``progress``, ``evaluate`` (val and test: per-task
+loss and the metrics of each task's :class:`~moomtl.tasks.Task`), ``lr_scheduler``, the method's and the
+callbacks' events, ``checkpoint`` (atomic; ``resume=True`` continues bit-for-bit on the same device) and
+``metrics_log`` (CSV + JSON); :class:`~moomtl.engine.handlers.EarlyStopping` and
+:class:`~moomtl.engine.handlers.BestCheckpoint` are optional.
+
+Training data is a :class:`~moomtl.data.base.MultiTaskTensors` in memory or any map-style dataset
+(through a ``DataLoader`` with ``num_workers`` workers; see :mod:`moomtl.data.loader`).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import random
 import time
@@ -28,27 +31,45 @@ from torch import Tensor
 from moomtl import io as mio
 from moomtl.autodiff.context import StepContext
 from moomtl.autodiff.distributed import Reducer
-from moomtl.data.base import DataSplits, MultiTaskTensors
+from moomtl.data.base import DataSplits
+from moomtl.data.loader import batch_source
+from moomtl.data.loader import index_batches as iterate_batches
+from moomtl.engine.evaluation import evaluate, evaluate_splits, task_losses
+from moomtl.engine.events import Event, EventEngine
+from moomtl.engine.handlers import (
+    Checkpoint,
+    Evaluate,
+    LRSchedule,
+    MetricsLog,
+    Progress,
+    attach_callback,
+    history_csv,
+    plateau_metric,
+)
 from moomtl.events import Callback, TrainingError, TrainState
 from moomtl.methods.base import Method
 from moomtl.models.base import MultiTaskModel
-from moomtl.tasks import Classification, Task
 from moomtl.train.amp import MixedPrecision
 
 CHECKPOINT = "checkpoint.pt"
 LossFn = Callable[[Tensor, Tensor], Tensor]
 BatchTransform = Callable[[Tensor, torch.Generator], Tensor]
+OptimizerFactory = Callable[[list[Tensor]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
+_to_csv = history_csv  # moved to moomtl.engine.handlers; the old name stays
 
 
 @dataclass
 class TrainResult:
     """What :meth:`Trainer.fit` returns: the per-epoch ``history``, the val/test ``metrics`` of the model
     ``fit`` returns (evaluated after ``on_train_end``, so also for methods that swap in averaged
-    parameters at the end), and ``resumed_from`` (the epoch training continued from; 0 for a fresh run)."""
+    parameters at the end), ``resumed_from`` (the epoch training continued from; 0 for a fresh run) and
+    ``stopped_early`` (an early-stopping handler ended training before ``epochs``)."""
 
     history: list[dict[str, Any]] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
     resumed_from: int = 0
+    stopped_early: bool = False
 
     @property
     def final(self) -> dict[str, Any]:
@@ -71,50 +92,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def iterate_batches(
-    n: int, batch_size: int, generator: torch.Generator | None, drop_last: bool = False
-) -> list[Tensor]:
-    """Index batches of a (shuffled when ``generator`` is given) permutation of ``range(n)``."""
-    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    stop = n - n % batch_size if drop_last and n >= batch_size else n
-    return [order[i : i + batch_size] for i in range(0, stop, batch_size)]
-
-
-def task_losses(tasks: Mapping[str, Task], loss_fns: Mapping[str, LossFn] | None) -> dict[str, LossFn]:
-    """Each task's training loss: ``loss_fns[task]`` when given, else the :class:`Task`'s own."""
-    return {name: (loss_fns[name] if loss_fns is not None else task.loss) for name, task in tasks.items()}
-
-
-@torch.no_grad()
-def evaluate(
-    model: MultiTaskModel, data: MultiTaskTensors, tasks: Mapping[str, Task] | None = None,
-    batch_size: int = 1024, device: torch.device | str = "cpu", loss_fns: Mapping[str, LossFn] | None = None,
-) -> dict[str, float]:
-    """Per-task loss (mean over batches, weighted by batch size) and the task's metrics over the whole
-    split: ``{"<task>/loss": ..., "<task>/acc": ...}`` (``tasks``: classification for all by default)."""
-    names = data.task_names
-    specs = dict(tasks) if tasks is not None else {n: Classification() for n in names}
-    losses = task_losses(specs, loss_fns)
-    was_training = model.training
-    model.eval()
-    loss_sum = dict.fromkeys(names, 0.0)
-    states = {name: specs[name].init_state() for name in names}
-    for idx in iterate_batches(len(data), batch_size, None):
-        x = data.images(idx).to(device)
-        targets = {k: v.to(device) for k, v in data.targets(idx).items()}
-        out = model(x)
-        for name in names:
-            loss_sum[name] += float(losses[name](out[name], targets[name])) * len(idx)
-            specs[name].update(states[name], out[name], targets[name])
-    model.train(was_training)
-    n = max(len(data), 1)
-    metrics: dict[str, float] = {}
-    for name in names:
-        metrics[f"{name}/loss"] = loss_sum[name] / n
-        metrics.update({f"{name}/{k}": v for k, v in specs[name].compute(states[name]).items()})
-    return metrics
-
-
 def check_numeric_kwargs(section: str, cls: type, kwargs: Mapping[str, Any]) -> None:
     """``ValueError`` naming the key when a keyword whose default is a number got something else
     (``lr: fast``), instead of the ``'<' not supported`` deep inside ``torch.optim``."""
@@ -128,15 +105,15 @@ def check_numeric_kwargs(section: str, cls: type, kwargs: Mapping[str, Any]) -> 
             raise ValueError(f"{section}.{key}: expected a number, got {value!r}")
 
 
-def plateau_metric(metrics: Mapping[str, Any], task_names: Sequence[str]) -> float:
-    """What ``ReduceLROnPlateau`` watches: the mean validation loss over the tasks (the mean training
-    loss when there is no validation split)."""
-    split = "val" if all(f"val/{t}/loss" in metrics for t in task_names) else "train"
-    return float(sum(metrics[f"{split}/{t}/loss"] for t in task_names)) / len(task_names)
-
-
-def build_optimizer(name: str, params: Sequence[Tensor], kwargs: Mapping[str, Any]) -> torch.optim.Optimizer:
-    """``torch.optim.<name>(params, **kwargs)`` with a clear ``ValueError`` for bad names/arguments."""
+def build_optimizer(name: str | OptimizerFactory, params: Sequence[Tensor],
+                    kwargs: Mapping[str, Any]) -> torch.optim.Optimizer:
+    """``torch.optim.<name>(params, **kwargs)`` with a clear ``ValueError`` for bad names/arguments; a
+    callable ``name`` is a factory called as ``name(params, **kwargs)``."""
+    if callable(name):
+        opt = name(list(params), **kwargs)
+        if not isinstance(opt, torch.optim.Optimizer):
+            raise ValueError(f"the optimizer factory returned a {type(opt).__name__}, not a torch Optimizer")
+        return opt
     cls = getattr(torch.optim, name, None)
     if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
         raise ValueError(f"unknown optimizer {name!r} (any torch.optim class, e.g. SGD, Adam)")
@@ -147,10 +124,13 @@ def build_optimizer(name: str, params: Sequence[Tensor], kwargs: Mapping[str, An
         raise ValueError(f"optimizer {name}: {e}") from None
 
 
-def build_scheduler(name: str | None, opt: torch.optim.Optimizer, kwargs: Mapping[str, Any]) -> Any:
-    """``torch.optim.lr_scheduler.<name>(opt, **kwargs)`` or ``None``; clear ``ValueError`` otherwise."""
+def build_scheduler(name: str | SchedulerFactory | None, opt: torch.optim.Optimizer, kwargs: Mapping[str, Any]) -> Any:
+    """``torch.optim.lr_scheduler.<name>(opt, **kwargs)`` or ``None``; clear ``ValueError`` otherwise;
+    a callable ``name`` is a factory called as ``name(opt, **kwargs)``."""
     if name is None:
         return None
+    if callable(name):
+        return name(opt, **kwargs)
     cls = getattr(torch.optim.lr_scheduler, name, None)
     if not isinstance(cls, type):
         raise ValueError(f"unknown scheduler {name!r} (any torch.optim.lr_scheduler class)")
@@ -165,32 +145,43 @@ class Trainer:
     """Train a :class:`MultiTaskModel` with any registered :class:`Method`.
 
     Args:
-        optimizer: name of a ``torch.optim`` class; ``optimizer_kwargs`` go to its constructor.
-        scheduler: name of a ``torch.optim.lr_scheduler`` class stepped once per epoch (or ``None``).
+        optimizer: name of a ``torch.optim`` class, or a factory ``f(params, **optimizer_kwargs)``;
+            ``optimizer_kwargs`` go to its constructor.
+        scheduler: name of a ``torch.optim.lr_scheduler`` class stepped once per epoch, a factory
+            ``f(optimizer, **scheduler_kwargs)``, or ``None``. ``ReduceLROnPlateau`` is stepped with
+            ``scheduler_monitor`` (a metric key, or ``val/loss``: the mean validation loss, the default).
         callbacks: extra :class:`Callback` objects (prox steps, tying, ...), called after the method.
         train_transform: optional batch augmentation ``f(x, generator) -> x`` for training batches only.
         loss_fns: ``{task: f(output, target)}`` overriding the tasks' own losses (the data's
             :class:`~moomtl.tasks.Task` specs; cross-entropy for classification).
         out_dir: where metrics and the checkpoint go (nothing is written when ``None``).
+        num_workers, pin_memory: ``DataLoader`` settings for data that is not a ``MultiTaskTensors``.
+
+    ``trainer.engine`` holds the handlers (see :mod:`moomtl.engine.handlers` for the defaults);
+    change them before :meth:`fit`.
     """
 
     def __init__(
-        self, model: MultiTaskModel, method: Method, *, optimizer: str = "SGD",
-        optimizer_kwargs: Mapping[str, Any] | None = None, scheduler: str | None = None,
+        self, model: MultiTaskModel, method: Method, *, optimizer: str | OptimizerFactory = "SGD",
+        optimizer_kwargs: Mapping[str, Any] | None = None, scheduler: str | SchedulerFactory | None = None,
         scheduler_kwargs: Mapping[str, Any] | None = None, epochs: int = 1, batch_size: int = 256,
         seed: int = 0, device: str = "cpu", callbacks: Sequence[Callback] = (),
         train_transform: BatchTransform | None = None, loss_fns: Mapping[str, LossFn] | None = None,
         out_dir: str | Path | None = None, progress: bool = False, eval_batch_size: int = 1024,
-        distributed: bool | None = None, amp: str | None = None,
+        distributed: bool | None = None, amp: str | None = None, scheduler_monitor: str | None = None,
+        num_workers: int = 0, pin_memory: bool = False,
     ) -> None:
         if epochs < 1:
             raise ValueError(f"epochs must be ≥ 1, got {epochs}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be ≥ 0, got {num_workers}")
         self.model = model
         self.method = method
         self.optimizer_name = optimizer
-        self.optimizer_kwargs = dict(optimizer_kwargs or {"lr": 0.01})
+        default_lr = {"lr": 0.01} if isinstance(optimizer, str) else {}
+        self.optimizer_kwargs = dict(optimizer_kwargs if optimizer_kwargs is not None else default_lr)
         self.scheduler_name = scheduler
         self.scheduler_kwargs = dict(scheduler_kwargs or {})
         self.epochs = epochs
@@ -203,6 +194,8 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.progress = progress
         self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
         # Mixed precision of the training forward pass (None: float32); see moomtl.train.amp.
         self.amp = MixedPrecision(amp, self.device) if amp is not None else None
         # Several processes (torchrun): exact multi-objective steps over the global batch (see
@@ -213,6 +206,26 @@ class Trainer:
         if self.reducer is not None and batch_size < self.reducer.world_size:
             raise ValueError(f"batch_size ({batch_size}) is the global batch: it must be ≥ the number of "
                              f"processes ({self.reducer.world_size})")
+        self._batches_per_epoch = 0
+        self.evaluator = Evaluate(eval_batch_size, self.device, self.loss_fns, num_workers)
+        self.engine = self._default_engine(scheduler_monitor)
+
+    def _default_engine(self, scheduler_monitor: str | None) -> EventEngine:
+        eng = EventEngine()
+        if self.progress:
+            bar = Progress(self.epochs, lambda: self._batches_per_epoch)
+            eng.on(Event.EPOCH_BEGIN, bar.open, name="progress")
+            eng.on(Event.STEP_END, bar, name="progress")
+            eng.on(Event.EPOCH_END, bar.close, name="progress")
+        eng.on(Event.EPOCH_END, self.evaluator, name="evaluate")
+        eng.on(Event.EPOCH_END, LRSchedule(scheduler_monitor), name="lr_scheduler")
+        attach_callback(eng, self.method, "method")
+        for i, cb in enumerate(self.callbacks):
+            attach_callback(eng, cb, f"callback:{i}")
+        if self.writes:
+            eng.on(Event.EPOCH_END, Checkpoint(self._save), name="checkpoint")
+            eng.on(Event.EPOCH_END, MetricsLog(self.out_dir), name="metrics_log")  # type: ignore[arg-type]
+        return eng
 
     @property
     def writes(self) -> bool:
@@ -237,6 +250,7 @@ class Trainer:
             raise ValueError(f"model tasks {list(model_tasks)} do not match data tasks {list(task_names)}")
         tasks = splits.task_specs()
         loss_fns = task_losses(tasks, self.loss_fns)
+        source = batch_source(splits.train, self.num_workers, self.pin_memory)
         seed_everything(self.seed)
         self.model.to(self.device)
         self.method.setup(task_names, self.model)
@@ -246,40 +260,40 @@ class Trainer:
                                      *self.method.buffers()])
         opt = self._build_optimizer()
         sched = self._build_scheduler(opt)
-        state = TrainState(model=self.model, optimizer=opt)
         result = TrainResult()
+        state = TrainState(model=self.model, optimizer=opt, scheduler=sched, result=result, splits=splits,
+                           tasks=tasks)
+        self.evaluator.last = None
         start_epoch = 0
         if resume:
             start_epoch = self._load_checkpoint(opt, sched, state, result, checkpoint)
         result.resumed_from = start_epoch
-        listeners: list[Callback] = [self.method, *self.callbacks]
         if start_epoch == 0:
-            for cb in listeners:
-                cb.on_train_begin(state)
-        train = splits.train
+            self.engine.fire(Event.TRAIN_BEGIN, state)
         for epoch in range(start_epoch, self.epochs):
             state.epoch = epoch
+            self.engine.fire(Event.EPOCH_BEGIN, state)
+            if state.should_stop:
+                break
             t0 = time.perf_counter()
-            train_metrics = self._train_epoch(train, loss_fns, opt, state, listeners)
-            metrics: dict[str, Any] = {"epoch": epoch + 1, "step": state.step}
-            metrics.update({f"train/{k}": v for k, v in train_metrics.items()})
-            metrics.update(self._evaluate_splits(splits, tasks))
-            if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                sched.step(plateau_metric(metrics, task_names))
-            elif sched is not None:
-                sched.step()
-            metrics["lr"] = opt.param_groups[0]["lr"]
-            metrics["epoch_seconds"] = time.perf_counter() - t0
-            state.epoch_metrics = metrics
-            for cb in listeners:
-                cb.on_epoch_end(state)
-            result.history.append(metrics)
-            self._save(opt, sched, state, result, epoch + 1)
+            train_metrics = self._train_epoch(source, loss_fns, opt, state)
+            row: dict[str, Any] = {"epoch": epoch + 1, "step": state.step}
+            row.update({f"train/{k}": v for k, v in train_metrics.items()})
+            row["lr"] = float(opt.param_groups[0]["lr"])
+            row["epoch_seconds"] = time.perf_counter() - t0
+            state.epoch_metrics = row
+            result.history.append(row)
+            self.engine.fire(Event.EPOCH_END, state)
+            if state.should_stop:
+                break
+        result.stopped_early = state.should_stop
         # Methods may swap in other parameters at the end (an online-to-batch average); their state
         # is in the checkpoint, so this also holds for a resumed run that had no epoch left.
-        for cb in listeners:
-            cb.on_train_end(state)
-        result.metrics = self._evaluate_splits(splits, tasks)
+        self.engine.fire(Event.TRAIN_END, state)
+        # The last evaluation is reused when nothing wrote the weights since; else evaluate again.
+        current = self.evaluator.current(self.model)
+        result.metrics = dict(current) if current is not None else evaluate_splits(
+            self.model, splits, tasks, self.eval_batch_size, self.device, self.loss_fns, self.num_workers)
         bad = sorted(k for k, v in result.metrics.items() if not math.isfinite(v))
         if bad:
             raise TrainingError(
@@ -291,53 +305,41 @@ class Trainer:
             mio.torch_save(self.model.state_dict(), self.out_dir / "model.pt")
         return result
 
-    def _evaluate_splits(self, splits: DataSplits, tasks: Mapping[str, Task]) -> dict[str, float]:
-        """``{"val/<task>/loss": ..., "test/<task>/acc": ...}`` over the non-empty val and test splits."""
-        out: dict[str, float] = {}
-        for split_name, data in (("val", splits.val), ("test", splits.test)):
-            if len(data):
-                ev = evaluate(self.model, data, tasks, self.eval_batch_size, self.device, self.loss_fns)
-                out.update({f"{split_name}/{k}": v for k, v in ev.items()})
-        return out
-
-    def _train_epoch(
-        self, data: MultiTaskTensors, loss_fns: Mapping[str, LossFn], opt: torch.optim.Optimizer,
-        state: TrainState, listeners: Sequence[Callback],
-    ) -> dict[str, float]:
+    def _train_epoch(self, source: Any, loss_fns: Mapping[str, LossFn], opt: torch.optim.Optimizer,
+                     state: TrainState) -> dict[str, float]:
         self.model.train()
         gen = torch.Generator().manual_seed(self.seed * 100_003 + state.epoch)
-        batches = iterate_batches(len(data), self.batch_size, gen)
+        batches = iterate_batches(len(source), self.batch_size, gen)
+        self._batches_per_epoch = len(batches)
         sums: dict[str, Any] = {}
         counts = 0
         finite = torch.ones((), dtype=torch.bool, device=self.device)
         structure: dict[str, Any] = {}  # static graph facts, found on the first step of the epoch
         step_losses: dict[str, Tensor] = {}
-        bar = _progress(len(batches), f"epoch {state.epoch + 1}/{self.epochs}", self.progress)
         reducer = self.reducer
         params = [p for group in opt.param_groups for p in group["params"]]
-        for idx in batches:
-            n_global = len(idx)
-            if reducer is not None:
-                idx = reducer.shard(idx)
-            x = data.images(idx)
+        task_names = source.task_names
+        non_blocking = self.pin_memory and self.device.type == "cuda"
+        for n_global, x, targets in source.epoch(batches, reducer.shard if reducer is not None else None):
+            n_local = len(x)
             if self.train_transform is not None:
                 x = self.train_transform(x, gen)
-            x = x.to(self.device)
-            targets = {k: v.to(self.device) for k, v in data.targets(idx).items()}
+            x = x.to(self.device, non_blocking=non_blocking)
+            targets = {k: v.to(self.device, non_blocking=non_blocking) for k, v in targets.items()}
             opt.zero_grad(set_to_none=True)
             with self.amp.autocast() if self.amp is not None else nullcontext():
                 z = self.model.encode(x)
                 out = self.model.decode(z, x)
-                losses = {name: loss_fns[name](out[name], targets[name]).float() for name in data.task_names}
+                losses = {name: loss_fns[name](out[name], targets[name]).float() for name in task_names}
             if reducer is not None:  # this rank's share of the global mean losses
-                share = len(idx) / n_global
-                losses = {n: v * share if len(idx) else out[n].sum() * 0.0 for n, v in losses.items()}
+                share = n_local / n_global
+                losses = {n: v * share if n_local else out[n].sum() * 0.0 for n, v in losses.items()}
             scale = self.amp.scale if self.amp is not None else 1.0
             if scale != 1.0:
                 losses = {n: v * scale for n, v in losses.items()}
             ctx = StepContext(self.model, losses, z, state.step, state.epoch, structure=structure, reducer=reducer,
                               loss_scale=scale)
-            step_losses = dict(zip(data.task_names, ctx.loss_values, strict=True))
+            step_losses = dict(zip(task_names, ctx.loss_values, strict=True))
             # Finiteness is tracked on the device and read once per epoch (no host sync per step);
             # a method that fails on non-finite input is answered with the same message.
             finite = finite & torch.isfinite(ctx.loss_values).all()
@@ -354,16 +356,11 @@ class Trainer:
             state.step += 1
             state.step_losses = step_losses
             state.lr = opt.param_groups[0]["lr"]
-            for cb in listeners:
-                cb.on_step_end(state)
+            self.engine.fire(Event.STEP_END, state)
             for k, v in {**{f"{n}/loss": v for n, v in step_losses.items()}, **info}.items():
                 v = v.detach().to(torch.float64) if isinstance(v, Tensor) else float(v)
                 sums[k] = sums[k] + v if k in sums else v
             counts += 1
-            if bar is not None:
-                bar.update(1, losses=step_losses)
-        if bar is not None:
-            bar.close()
         if not bool(finite):  # the one host read of the epoch's finiteness
             raise self._diverged(step_losses, state)
         return {k: float(v) / max(counts, 1) for k, v in sums.items()}
@@ -376,26 +373,26 @@ class Trainer:
             f"step {state.step}; lower the learning rate or check the data"
         )
 
-    # --- checkpoint and logs -----------------------------------------------------------------------
-    def _save(self, opt: Any, sched: Any, state: TrainState, result: TrainResult, epochs_done: int) -> None:
+    # --- checkpoint --------------------------------------------------------------------------------
+    def _save(self, state: TrainState) -> None:
         if not self.writes:
             return
+        sched = state.scheduler
         ckpt = {
             "format": CHECKPOINT_FORMAT,
-            "epochs_done": epochs_done,
+            "epochs_done": state.epoch + 1,
             "step": state.step,
             "model": self.model.state_dict(),
             "method": self.method.state_dict(),
-            "optimizer": opt.state_dict(),
+            "optimizer": state.optimizer.state_dict(),
             "scheduler": sched.state_dict() if sched is not None else None,
             "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in self.callbacks],
-            "history": result.history,
+            "handlers": self.engine.state_dict(),
+            "history": state.result.history,
             "rng": rng_state(),
             "amp": self.amp.state_dict() if self.amp is not None else None,
         }
         mio.torch_save(ckpt, self.out_dir / CHECKPOINT)
-        mio.write_json(self.out_dir / "metrics.json", result.history, nonfinite_as_null=True)
-        mio.write_text(self.out_dir / "metrics.csv", _to_csv(result.history))
 
     def _load_checkpoint(self, opt: Any, sched: Any, state: TrainState, result: TrainResult,
                          ckpt: Mapping[str, Any] | None) -> int:
@@ -416,6 +413,7 @@ class Trainer:
             for cb, cb_state in zip(self.callbacks, ckpt.get("callbacks", []), strict=False):
                 if cb_state is not None and hasattr(cb, "load_state_dict"):
                     cb.load_state_dict(cb_state)
+            self.engine.load_state_dict(ckpt.get("handlers") or {})
             set_rng_state(ckpt["rng"])
             if self.amp is not None and ckpt.get("amp") is not None:
                 self.amp.load_state_dict(ckpt["amp"])
@@ -432,6 +430,8 @@ _CHECKPOINT_FIELDS: dict[str, tuple[type, ...]] = {
     "epochs_done": (int,), "step": (int,), "model": (dict,), "method": (dict,), "optimizer": (dict,),
     "scheduler": (dict, type(None)), "callbacks": (list,), "history": (list,), "rng": (dict,),
 }
+#: optional fields (absent in checkpoints written before handlers had state)
+_OPTIONAL_FIELDS: dict[str, tuple[type, ...]] = {"handlers": (dict,)}
 
 
 def _one_line(e: BaseException) -> str:
@@ -460,6 +460,9 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dic
         if name not in ckpt:
             raise TrainingError(f"{where}: the field {name!r} is missing")
         if isinstance(ckpt[name], bool) or not isinstance(ckpt[name], types):
+            raise TrainingError(f"{where}: the field {name!r} is a {type(ckpt[name]).__name__}")
+    for name, types in _OPTIONAL_FIELDS.items():
+        if name in ckpt and not isinstance(ckpt[name], types):
             raise TrainingError(f"{where}: the field {name!r} is a {type(ckpt[name]).__name__}")
     rng = ckpt["rng"]
     if not isinstance(rng.get("torch"), Tensor) or not isinstance(rng.get("numpy"), dict) \
@@ -493,41 +496,6 @@ def set_rng_state(rng: Mapping[str, Any]) -> None:
     random.setstate((int(version), tuple(int(v) for v in internal), gauss_next))
 
 
-def _to_csv(history: Sequence[Mapping[str, Any]]) -> str:
-    keys: list[str] = []
-    for row in history:
-        keys.extend(k for k in row if k not in keys)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=keys)
-    writer.writeheader()
-    writer.writerows(history)
-    return buf.getvalue()
-
-
-class _Bar:
-    _EVERY = 20
-
-    def __init__(self, total: int, desc: str) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self._p = Progress(TextColumn(desc), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                           TextColumn("loss {task.fields[loss]:.4f}"), transient=True)
-        self._task = self._p.add_task(desc, total=total, loss=float("nan"))
-        self._n = 0
-        self._p.start()
-
-    def update(self, n: int, losses: Mapping[str, Tensor]) -> None:
-        """Advance; the shown loss is read from the device only every ``_EVERY`` steps (a host sync)."""
-        self._n += n
-        if self._n % self._EVERY == 0 or self._n == 1:
-            loss = float(sum(float(v) for v in losses.values()) / max(len(losses), 1))
-            self._p.update(self._task, advance=n, loss=loss)
-        else:
-            self._p.update(self._task, advance=n)
-
-    def close(self) -> None:
-        self._p.stop()
-
-
-def _progress(total: int, desc: str, enabled: bool) -> _Bar | None:
-    return _Bar(total, desc) if enabled else None
+__all__ = ["CHECKPOINT", "Callback", "TrainResult", "Trainer", "TrainingError", "build_optimizer",
+           "build_scheduler", "evaluate", "iterate_batches", "load_checkpoint", "plateau_metric", "resolve_device",
+           "seed_everything", "task_losses"]
