@@ -67,17 +67,35 @@ def _zero_loss(output: Tensor) -> Tensor:
 class Classification(Task):
     """One label per example: cross-entropy, accuracy.
 
+    ``ignore_index`` (e.g. ``-1``) marks examples without a label for this task (data where not every
+    example is labelled for every task): they are left out of the loss (the mean over the labelled ones;
+    a batch with none gives a zero loss with no gradient, not NaN) and of the accuracy. Computed without
+    a host sync.
+
     >>> t = Classification()
     >>> s = t.init_state()
     >>> t.update(s, torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 0.0]]), torch.tensor([0, 1, 1]))
     >>> t.compute(s)
     {'acc': 0.6666666666666666}
+    >>> m = Classification(ignore_index=-1)
+    >>> float(m.loss(torch.zeros(2, 3, requires_grad=True), torch.tensor([-1, -1])))
+    0.0
     """
 
     higher_is_better = {"acc": True}
 
+    def __init__(self, ignore_index: int | None = None) -> None:
+        if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
+            raise ValueError(f"ignore_index must be an integer or None, got {ignore_index!r}")
+        if ignore_index is not None:
+            self.ignore_index = ignore_index  # absent when None: equal to (and printed as) Classification()
+
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
-        return F.cross_entropy(output, target)
+        ignore = getattr(self, "ignore_index", None)
+        if ignore is None:
+            return F.cross_entropy(output, target)
+        labelled = (target != ignore).sum().clamp_min(1)
+        return F.cross_entropy(output, target, ignore_index=ignore, reduction="sum") / labelled
 
     def output_size(self, targets: Sequence[Tensor]) -> int:
         """Largest label + 1 over all splits."""
@@ -87,8 +105,15 @@ class Classification(Task):
         return {"correct": torch.zeros((), dtype=torch.float64), "count": torch.zeros((), dtype=torch.float64)}
 
     def update(self, state: dict[str, Tensor], output: Tensor, target: Tensor) -> None:
-        state["correct"] += float((output.argmax(dim=1) == target).sum())
-        state["count"] += target.shape[0]
+        ignore = getattr(self, "ignore_index", None)
+        hit = output.argmax(dim=1) == target
+        if ignore is None:
+            state["correct"] += float(hit.sum())
+            state["count"] += target.shape[0]
+        else:
+            labelled = target != ignore
+            state["correct"] += float((hit & labelled).sum())
+            state["count"] += float(labelled.sum())
 
     def compute(self, state: dict[str, Tensor]) -> dict[str, float]:
         return {"acc": float(state["correct"] / state["count"].clamp_min(1))}

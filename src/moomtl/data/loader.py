@@ -92,7 +92,7 @@ class TensorBatches:
     def __len__(self) -> int:
         return len(self.data)
 
-    def epoch(self, batches: Sequence[Tensor], shard: Shard | None = None) -> Iterator[Batch]:
+    def epoch(self, batches: Sequence[Tensor], shard: Shard | None = None, seed: int = 0) -> Iterator[Batch]:
         for idx in batches:
             n_global = len(idx)
             if shard is not None:
@@ -122,15 +122,19 @@ class LoaderBatches:
         x, targets = self.collate([self.dataset[0]])
         return x[:0], {k: v[:0] for k, v in targets.items()}
 
-    def loader(self, batches: Sequence[Sequence[int]]) -> DataLoader:
+    def loader(self, batches: Sequence[Sequence[int]], seed: int = 0) -> DataLoader:
+        """A ``DataLoader`` over exactly ``batches``. Its own generator (``seed``) seeds the workers, so
+        creating it does not draw from the global RNG (which dropout and the methods use)."""
         return DataLoader(self.dataset, batch_sampler=batches, num_workers=self.num_workers,  # type: ignore[arg-type]
-                          pin_memory=self.pin_memory, collate_fn=self.collate, prefetch_factor=self.prefetch_factor)
+                          pin_memory=self.pin_memory, collate_fn=self.collate, prefetch_factor=self.prefetch_factor,
+                          generator=torch.Generator().manual_seed(seed))
 
-    def epoch(self, batches: Sequence[Tensor], shard: Shard | None = None) -> Iterator[Batch]:
+    def epoch(self, batches: Sequence[Tensor], shard: Shard | None = None, seed: int = 0) -> Iterator[Batch]:
+        """``(n_global, x, targets)`` per global batch; ``seed`` seeds this epoch's worker processes."""
         local = [(shard(idx) if shard is not None else idx).tolist() for idx in batches]
         sizes = [len(idx) for idx in batches]
         nonempty = [b for b in local if b]
-        it = iter(self.loader(nonempty)) if nonempty else iter(())
+        it = iter(self.loader(nonempty, seed)) if nonempty else iter(())
         for n_global, idx in zip(sizes, local, strict=True):
             yield (n_global, *next(it)) if idx else (n_global, *self._empty())
 

@@ -320,7 +320,8 @@ class Trainer:
         params = [p for group in opt.param_groups for p in group["params"]]
         task_names = source.task_names
         non_blocking = self.pin_memory and self.device.type == "cuda"
-        for n_global, x, targets in source.epoch(batches, reducer.shard if reducer is not None else None):
+        shard = reducer.shard if reducer is not None else None
+        for n_global, x, targets in source.epoch(batches, shard, seed=self.seed * 100_003 + state.epoch):
             n_local = len(x)
             if self.train_transform is not None:
                 x = self.train_transform(x, gen)
