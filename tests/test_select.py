@@ -14,7 +14,7 @@ import types
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from typer.testing import CliRunner
@@ -237,6 +237,7 @@ def test_psl_runs_through_moomtl_psl(tmp_path, monkeypatch):
     assert torch.load(tmp_path / "m.pt", weights_only=True)["w"].tolist() == pytest.approx([0.7, 0.3])
 
 
+@settings(max_examples=50, deadline=None)
 @given(arrays(np.int64, st.tuples(st.integers(1, 12), st.integers(1, 4)), elements=st.integers(0, 20)),
        st.lists(st.floats(0.01, 1), min_size=4, max_size=4))
 def test_chosen_point_is_pareto_optimal_and_matches_brute_force(grid, w):
