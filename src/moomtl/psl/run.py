@@ -161,9 +161,10 @@ class PSLRun:
         return {"model": str(path), "config": str(config_path), "preference": values}
 
 
-def load_psl_run(folder: str | Path, device: str = "cpu") -> PSLRun:
+def load_psl_run(folder: str | Path, device: str = "cpu", splits: DataSplits | None = None) -> PSLRun:
     """Read a finished ``moomtl psl`` folder (``config.yaml``, ``result.json`` and ``model.pt``, all checked;
-    nothing in it can run code). :class:`RunFolderError` when it is not one."""
+    nothing in it can run code). :class:`RunFolderError` when it is not one. ``splits``: the run's data, when
+    the caller has it already (else :meth:`PSLRun.splits` builds it from the config on first use)."""
     from moomtl.experiments.run import read_run_config
 
     folder = Path(folder)
@@ -186,7 +187,7 @@ def load_psl_run(folder: str | Path, device: str = "cpu") -> PSLRun:
                              f"{text[0] if text else ''}") from None
     model.to(device).eval()
     return PSLRun(folder=folder, cfg=cfg, psl=psl, model=model, spec=dict(summary["model_spec"]), summary=summary,
-                  device=torch.device(device))
+                  device=torch.device(device), _splits=splits)
 
 
 __all__ = ["PSLRun", "build_base", "build_conditioned", "evaluate_at", "load_psl_run", "model_spec",

@@ -96,11 +96,11 @@ def _prepare_folder(out: Path, cfg: ExperimentConfig, psl: PSLConfig, resume: bo
 
 def run_psl(
     cfg: ExperimentConfig, psl: PSLConfig, n_preferences: int = 11, resume: bool = False, overwrite: bool = False,
-    splits: DataSplits | None = None, console: Console | None = None,
+    splits: DataSplits | None = None, console: Console | None = None, preferences: np.ndarray | None = None,
 ) -> PSLReport:
     """Train the preference-conditioned model of ``cfg`` (``cfg.method`` is the scalarization) into
-    ``cfg.out`` and write its front on ``lattice_for(n_preferences, T)`` (see the module docstring).
-    ``splits`` lets callers reuse data already built."""
+    ``cfg.out`` and write its front on ``lattice_for(n_preferences, T)``, or on the rows of
+    ``preferences`` when given (see the module docstring). ``splits`` lets callers reuse data already built."""
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite exclude each other")
     if n_preferences < 1:
@@ -142,7 +142,7 @@ def run_psl(
             "epochs": cfg.train.epochs, "train_steps": steps, "wall_seconds": train_seconds,
             "resumed_from": result.resumed_from,
         }
-        report = write_lattice_front(model, splits, cfg, n_preferences, summary, trainer.device)
+        report = write_lattice_front(model, splits, cfg, n_preferences, summary, trainer.device, preferences)
         mio.write_json(out / RESULT, {**summary, "hypervolume": report.hypervolume})
         if console is not None:
             console.print(f"data: {splits.description}", highlight=False)
@@ -150,14 +150,16 @@ def run_psl(
 
 
 def write_lattice_front(model: Any, splits: DataSplits, cfg: ExperimentConfig, n_preferences: int,
-                        summary: dict[str, Any], device: Any) -> SweepReport:
-    """Evaluate ``model`` at every preference of ``lattice_for(n_preferences, T)`` (val and test) and write
-    the front report."""
+                        summary: dict[str, Any], device: Any, preferences: np.ndarray | None = None) -> SweepReport:
+    """Evaluate ``model`` at every preference of ``lattice_for(n_preferences, T)`` (or of ``preferences``),
+    on val and test, and write the front report."""
     from moomtl.pareto import lattice_for
 
     tasks = splits.task_specs()
     names = list(splits.task_names)
-    prefs = np.asarray(lattice_for(n_preferences, len(names)), dtype=float)
+    prefs = np.asarray(lattice_for(n_preferences, len(names)) if preferences is None else preferences, dtype=float)
+    if prefs.ndim != 2 or prefs.shape[1] != len(names):
+        raise ConfigError(f"preferences must have one column per task ({len(names)}), got shape {prefs.shape}")
     name = f"psl:{cfg.method_name}"
     rows = []
     for pref in prefs:

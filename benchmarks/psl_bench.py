@@ -1,0 +1,178 @@
+"""Pareto-set learning vs a preference sweep: hypervolume of ONE preference-conditioned model's front
+(``moomtl psl``) against an 11-model sweep of the same scalarization, at ≤ 1/5 of the sweep's total
+training steps, with one shared reference point per comparison (``moomtl compare``'s: the nadir of the
+pooled non-dominated points + 10 % of their range; objectives = per-task test loss).
+
+Data sets: MultiMNIST, MultiFashion, Multi-(Fashion+MNIST) (2 tasks) and ``multimnist3``: MultiMNIST
+with a third task, the sum of the two digits mod 10 (built here from the MultiMNIST splits; moomtl has
+no offline 3-task data set). 2 tasks: the sweep's 11 preferences are ``lattice_for(11, 2)``; 3 tasks:
+the Das-Dennis lattice H = 3 (10 points) plus the centroid. The PSL front is evaluated at the same
+preferences. Every run uses the same model (HPS LeNet), optimizer, batch size and data.
+
+    .venv/bin/python benchmarks/psl_bench.py --out runs/psl_bench            # the docs/psl.md table
+    .venv/bin/python benchmarks/psl_bench.py --quick --out runs/psl_quick    # one data set, one seed
+
+Prints and writes ``summary.md`` / ``summary.json`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from moomtl import io as mio
+from moomtl.config import parse_config
+from moomtl.data.base import DataSplits, MultiTaskTensors
+from moomtl.experiments.report import compare_sweeps, write_front
+from moomtl.experiments.run import build_data, run_experiment
+from moomtl.experiments.sweep import preference_points, result_row
+from moomtl.pareto import das_dennis, hypervolume, lattice_for
+from moomtl.psl import run_psl
+from moomtl.psl.config import parse_psl_config
+
+DATASETS = ("multimnist", "multifashion", "multifashion+mnist", "multimnist3")
+
+
+def with_sum_task(splits: DataSplits) -> DataSplits:
+    """MultiMNIST splits plus a third classification task ``sum`` = (left + right) mod 10."""
+    def add(d: MultiTaskTensors) -> MultiTaskTensors:
+        y = torch.cat([d.y, ((d.y[:, 0] + d.y[:, 1]) % 10).unsqueeze(1)], dim=1)
+        return MultiTaskTensors(d.x, y, (*d.task_names, "sum"), d.mean, d.std)
+
+    return DataSplits(add(splits.train), add(splits.val), add(splits.test),
+                      splits.description + " Third task: (left + right) mod 10.")
+
+
+def preferences_for(n_tasks: int) -> np.ndarray:
+    if n_tasks == 2:
+        return lattice_for(11, 2)
+    return np.vstack([das_dennis(3, 3), np.full((1, 3), 1.0 / 3)])
+
+
+def base_config(dataset: str, seed: int, args: argparse.Namespace, out: Path) -> Any:
+    return parse_config({
+        "data": {"dataset": "multimnist" if dataset == "multimnist3" else dataset, "source": "auto",
+                 "n_train": args.n_train, "n_val": args.n_val, "n_test": args.n_test, "seed": 0,
+                 "cache_dir": args.cache},
+        "model": {"name": "hps_lenet"},
+        "method": {"name": args.method},
+        "optimizer": {"name": "SGD", "lr": args.lr, "momentum": 0.9},
+        "train": {"epochs": args.epochs, "batch_size": args.batch_size, "seed": seed, "progress": False},
+        "out": str(out),
+    })
+
+
+def sweep(cfg: Any, splits: DataSplits, prefs: np.ndarray, out: Path) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    points = preference_points(cfg, prefs, out, cfg.method_name)
+    rows, steps = [], 0
+    for p in points:
+        summary = run_experiment(p.cfg, resume=True, splits=splits)
+        steps += int(summary["history_last"]["step"])
+        rows.append(result_row(p, summary, list(splits.task_names)))
+    write_front(rows, list(splits.task_names), out, f"{cfg.method_name} sweep", extra={"method": cfg.method_name})
+    return {"steps": steps, "seconds": time.perf_counter() - t0}
+
+
+def chance_hypervolumes(folders: list[Path]) -> list[float]:
+    """Hypervolume of each folder's test-loss front w.r.t. the fixed reference ``ln 10`` per task (the
+    cross-entropy of a uniform guess over 10 classes): a reference shared by every run, seed and method."""
+    out = []
+    for folder in folders:
+        res = json.loads((folder / "results.json").read_text())
+        pts = np.array([[r[f"{t}/loss"] for t in res["task_names"]] for r in res["rows"]])
+        out.append(float(hypervolume(pts, np.full(pts.shape[1], np.log(10.0)))))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=Path("runs/psl_bench"))
+    ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--method", default="linear")
+    ap.add_argument("--epochs", type=int, default=3, help="epochs of each sweep model")
+    ap.add_argument("--n-train", type=int, default=3840)
+    ap.add_argument("--n-val", type=int, default=500)
+    ap.add_argument("--n-test", type=int, default=1000)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=0.05)
+    ap.add_argument("--encoder", default="film")
+    ap.add_argument("--alpha", type=float, default=1.0)
+    ap.add_argument("--cache", default=None, help="data cache folder (default: moomtl's)")
+    ap.add_argument("--quick", action="store_true", help="MultiMNIST, one seed")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.datasets, args.seeds = ["multimnist"], 1
+    torch.set_num_threads(1)
+    records = []
+    t_all = time.perf_counter()
+    for dataset in args.datasets:
+        for seed in range(args.seeds):
+            where = args.out / dataset.replace("+", "_") / f"seed{seed}"
+            cfg = base_config(dataset, seed, args, where / "sweep")
+            splits = build_data(cfg)
+            if dataset == "multimnist3":
+                splits = with_sum_task(splits)
+            prefs = preferences_for(len(splits.task_names))
+            sw = sweep(cfg, splits, prefs, where / "sweep")
+            # PSL epochs: the largest count with ≤ 1/5 of the sweep's total training steps.
+            steps_per_epoch = sw["steps"] // (len(prefs) * args.epochs)
+            psl_epochs = max(1, (sw["steps"] // 5) // steps_per_epoch)
+            pcfg = copy.deepcopy(cfg)
+            pcfg.train.epochs = psl_epochs
+            tag = f"psl-{args.encoder}-a{args.alpha:g}"
+            pcfg.out = str(where / tag)
+            t0 = time.perf_counter()
+            rep = run_psl(pcfg, parse_psl_config({"encoder": args.encoder, "alpha": args.alpha}), resume=True,
+                          splits=splits, preferences=prefs)
+            psl_seconds = time.perf_counter() - t0
+            compare_sweeps([where / "sweep", where / tag], where / f"compare-{tag}")
+            hv = json.loads((where / f"compare-{tag}" / "comparison.json").read_text())["hypervolume"]
+            chance = chance_hypervolumes([where / "sweep", where / tag])
+            rec = {"dataset": dataset, "seed": seed, "tasks": len(splits.task_names), "points": len(prefs),
+                   "sweep_steps": sw["steps"], "psl_steps": rep.summary["train_steps"],
+                   "step_ratio": rep.summary["train_steps"] / sw["steps"], "psl_epochs": psl_epochs,
+                   "hv_sweep": hv["sweep"], "hv_psl": hv[tag],
+                   "hv_ratio": hv[tag] / hv["sweep"] if hv["sweep"] else None,
+                   "hv_chance_sweep": chance[0], "hv_chance_psl": chance[1],
+                   "hv_chance_ratio": chance[1] / chance[0] if chance[0] else None,
+                   "sweep_seconds": sw["seconds"], "psl_seconds": psl_seconds}
+            records.append(rec)
+            print(json.dumps(rec), flush=True)
+    total = time.perf_counter() - t_all
+    lines = ["| data set | tasks | seeds | sweep steps (11 models) | PSL steps (ratio) | HV sweep | HV PSL | "
+             "HV PSL / sweep (mean ± sd; per seed) | same, reference ln 10 per task |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for dataset in args.datasets:
+        rs = [r for r in records if r["dataset"] == dataset]
+        ratios = [r["hv_ratio"] for r in rs if r["hv_ratio"] is not None]
+        sd = statistics.stdev(ratios) if len(ratios) > 1 else 0.0
+        cr = [r["hv_chance_ratio"] for r in rs if r["hv_chance_ratio"] is not None]
+        csd = statistics.stdev(cr) if len(cr) > 1 else 0.0
+        lines.append(
+            f"| {dataset} | {rs[0]['tasks']} | {len(rs)} | {rs[0]['sweep_steps']} | {rs[0]['psl_steps']} "
+            f"({rs[0]['step_ratio']:.3f}) | {statistics.mean(r['hv_sweep'] for r in rs):.4g} | "
+            f"{statistics.mean(r['hv_psl'] for r in rs):.4g} | {statistics.mean(ratios):.3f} ± {sd:.3f}; "
+            + ", ".join(f"{v:.3f}" for v in ratios) + f" | {statistics.mean(cr):.3f} ± {csd:.3f}; "
+            + ", ".join(f"{v:.3f}" for v in cr) + " |")
+    md = "\n".join(lines) + f"\n\nTotal wall time {total / 60:.1f} min (torch 1 thread).\n"
+    print(md)
+    mio.write_text(args.out / "summary.md", md)
+    mio.write_json(args.out / "summary.json", {"args": {k: v for k, v in vars(args).items() if k != "out"}
+                                               | {"out": str(args.out)}, "records": records,
+                                               "wall_seconds": total})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
