@@ -87,6 +87,9 @@ class DataConfig:
     # nearest is the MGDA code's choice (scipy.misc.imresize interp='nearest'); bilinear (antialiased)
     # trains ~0.8/1.2 points higher on MultiMNIST (docs/results.md).
     interpolation: str = "nearest"
+    # celeba: keep the images on disk and decode each batch when needed (in train.num_workers DataLoader
+    # workers) instead of decoding the whole data set into memory first.
+    stream: bool = False
 
 
 @dataclass
@@ -107,6 +110,8 @@ class TrainConfig:
     progress: bool = True
     amp: str | None = None  # mixed precision of the forward pass: bf16 | fp16 (null: float32)
     tensorboard: bool = False  # event files under <out>/tensorboard (needs the tensorboard extra)
+    num_workers: int = 0  # DataLoader worker processes for data on disk (data.stream)
+    pin_memory: bool = False  # page-locked batches for faster host-to-GPU copies (data on disk)
 
 
 @dataclass
@@ -278,6 +283,10 @@ def parse_config(raw: dict[str, Any] | None) -> ExperimentConfig:
         raise ConfigError(f"model.init must be default or lsuv, got {cfg.model.init!r}")
     if cfg.data.attributes is not None and cfg.data.dataset != "celeba":
         raise ConfigError(f"data.attributes only applies to dataset celeba, not {cfg.data.dataset!r}")
+    if cfg.data.stream and cfg.data.dataset != "celeba":
+        raise ConfigError(f"data.stream only applies to dataset celeba, not {cfg.data.dataset!r}")
+    if cfg.train.num_workers < 0:
+        raise ConfigError(f"train.num_workers must be ≥ 0, got {cfg.train.num_workers}")
     return cfg
 
 

@@ -322,6 +322,7 @@ def build_celeba(
     use_cache: bool = True,
     workers: int | None = None,
     progress: bool | None = None,
+    stream: bool = False,
 ) -> DataSplits:
     """CelebA at ``root`` as :class:`DataSplits` of uint8 images ``[N, 3, s, s]`` (normalized per batch
     with :data:`CELEBA_MEAN` / :data:`CELEBA_STD`) and int64 labels ``[N, T]`` in {0, 1}.
@@ -334,6 +335,9 @@ def build_celeba(
         seed: drives the subsets only.
         cache_dir, use_cache: see :func:`moomtl.data.cache.cached`.
         workers, progress: see :func:`decode_images`.
+        stream: keep the images on disk (:class:`~moomtl.data.streaming.ImageFiles`: each batch decoded
+            when needed, in the trainer's ``DataLoader`` workers) instead of decoding all of them into
+            memory first; same images, same normalization, no cache.
     """
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
         raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
@@ -366,6 +370,23 @@ def build_celeba(
                 f"{files.images}: image file {files.image_path(missing[0]).name} is missing "
                 f"({len(missing)} of the {len(chosen[s])} {s} images listed in {files.partition.name} are)"
             )
+    task_names = tuple(CELEBA_ATTRIBUTES[c] for c in columns)
+    totals = " / ".join(f"{len(full[s]):,}" for s in SPLIT_NAMES)
+    subset = f" (random subsets, seed {seed})" if any(v is not None for v in sizes.values()) else ""
+    if stream:
+        from functools import partial
+
+        from moomtl.data.streaming import ImageFiles
+
+        decode = partial(decode_image, size=image_size)
+        parts = [ImageFiles([files.image_path(n) for n in chosen[s]],
+                            torch.from_numpy(labels)[torch.tensor([row[n] for n in chosen[s]], dtype=torch.int64)]
+                            [:, columns].contiguous(), task_names, decode, CELEBA_MEAN, CELEBA_STD)
+                 for s in SPLIT_NAMES]
+        used = " / ".join(f"{len(p)} {s}" for p, s in zip(parts, SPLIT_NAMES, strict=True))
+        desc = (f"CelebA from {Path(root).expanduser()} (streamed from disk): {len(task_names)} attributes, "
+                f"{image_size}x{image_size}, used {used} of {totals}{subset}, official partition")
+        return DataSplits(*parts, description=desc)  # type: ignore[arg-type]
     params = {
         "version": _BUILD_VERSION,
         "text_files": file_fingerprint([files.attributes, files.partition]),
@@ -392,15 +413,12 @@ def build_celeba(
         "celeba", params, build, cache_dir=cache_dir, enabled=use_cache,
         validate=lambda p: _valid_payload(p, image_size, chosen),
     )
-    task_names = tuple(CELEBA_ATTRIBUTES[c] for c in columns)
     parts = [
         MultiTaskTensors(payload["splits"][s]["images"], payload["splits"][s]["labels"][:, columns].contiguous(),
                          task_names, mean=CELEBA_MEAN, std=CELEBA_STD)
         for s in SPLIT_NAMES
     ]
-    totals = " / ".join(f"{len(full[s]):,}" for s in SPLIT_NAMES)
     used = " / ".join(f"{len(p)} {s}" for p, s in zip(parts, SPLIT_NAMES, strict=True))
-    subset = f" (random subsets, seed {seed})" if any(v is not None for v in sizes.values()) else ""
     desc = (
         f"CelebA from {Path(root).expanduser()}: {len(task_names)} attributes, {image_size}x{image_size}, "
         f"used {used} of {totals}{subset}, official partition"

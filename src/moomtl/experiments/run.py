@@ -15,6 +15,7 @@ from moomtl import io as mio
 from moomtl.autodiff.distributed import rank as distributed_rank
 from moomtl.config import ConfigError, ExperimentConfig, dump_config
 from moomtl.data.base import DataSplits
+from moomtl.data.streaming import input_shape_of
 from moomtl.methods.base import Method, build_method
 from moomtl.models.base import MultiTaskModel, count_parameters
 from moomtl.models.registry import build_model
@@ -75,7 +76,7 @@ def _build_data(cfg: ExperimentConfig) -> DataSplits:
             raise ConfigError(f"data.attributes: {e}") from None
         return build_celeba(
             d.root, image_size=d.image_size if d.image_size is not None else 64, attributes=d.attributes,
-            n_train=d.n_train, n_val=d.n_val, n_test=d.n_test, seed=d.seed, cache_dir=d.cache_dir,
+            n_train=d.n_train, n_val=d.n_val, n_test=d.n_test, seed=d.seed, cache_dir=d.cache_dir, stream=d.stream,
         )
     if d.dataset in ("dense_multimnist", "dense_multifashion"):
         from moomtl.data.dense_digits import build_dense_digits
@@ -107,7 +108,7 @@ def build_model_from(cfg: ExperimentConfig, splits: DataSplits) -> MultiTaskMode
     ``model.init`` says (LSUV uses one seeded batch of training images)."""
     try:
         model = build_model(cfg.model.name, splits.task_names, splits.output_sizes(),
-                            input_shape=tuple(splits.train.x.shape[1:]), dropout=cfg.model.dropout)
+                            input_shape=input_shape_of(splits.train), dropout=cfg.model.dropout)
     except ValueError as e:
         raise ConfigError(f"model: {e}") from None
     check_model_fits(model, splits, cfg.model.name)
@@ -130,7 +131,7 @@ def check_model_fits(model: MultiTaskModel, splits: DataSplits, name: str) -> No
         with torch.no_grad():
             out = model(x)
     except (RuntimeError, ValueError, IndexError) as e:
-        shape = "×".join(map(str, splits.train.x.shape[1:]))
+        shape = "×".join(map(str, input_shape_of(splits.train)))
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"model.name={name} does not fit this data set's {shape} inputs ({first}); "
                           "choose a model for this data set (see README)") from None
@@ -170,7 +171,8 @@ def make_trainer(cfg: ExperimentConfig, model: Any, method: Method, out_dir: Pat
             model, method, optimizer=opt.pop("name"), optimizer_kwargs=opt,
             scheduler=sched.pop("name") if sched else None, scheduler_kwargs=sched,
             epochs=cfg.train.epochs, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
-            device=cfg.train.device, out_dir=out_dir, progress=cfg.train.progress, amp=cfg.train.amp, **extra,
+            device=cfg.train.device, out_dir=out_dir, progress=cfg.train.progress, amp=cfg.train.amp,
+            num_workers=cfg.train.num_workers, pin_memory=cfg.train.pin_memory, **extra,
         )
     except ValueError as e:
         raise ConfigError(str(e)) from None
