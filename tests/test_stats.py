@@ -4,11 +4,15 @@ end-to-end ``sweep --seeds 2`` + ``compare`` on real MultiMNIST."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
+from moomtl.cli import app
 from moomtl.experiments import stats
 
 positive = st.floats(min_value=1e-3, max_value=1e3, allow_nan=False, allow_infinity=False)
@@ -167,3 +171,110 @@ def test_front_conflict_edge_cases_by_hand():
     assert not one.degenerate and "not assessed" in one.reason
     assert stats.front_conflict([[0, 1], [1, 0], [0.5, 0.5]]).rank_correlation is None
     assert stats.front_conflict(front).to_dict()["criterion"] == stats.CRITERION
+
+
+# --- end to end: sweep --seeds 2, compare, train --seeds 2 (tiny real MultiMNIST) ------------------
+
+
+def _tiny_config(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(
+        "data: {dataset: multimnist, source: mnist5k, n_train: 128, n_val: 32, n_test: 64, cache_dir: "
+        f"{tmp_path / 'cache'}}}\n"
+        "method: {name: linear, weights: [0.5, 0.5]}\n"
+        "optimizer: {name: SGD, lr: 0.05, momentum: 0.9}\n"
+        "train: {epochs: 1, batch_size: 64, progress: false}\n"
+    )
+    return str(path)
+
+
+def test_sweep_with_seeds_then_compare_end_to_end(tmp_path, monkeypatch):
+    import moomtl.experiments.report as report_mod
+    import moomtl.pareto.plots as plots_mod
+    from moomtl.experiments.run import read_run_config
+    from moomtl.pareto import hypervolume
+
+    # Plots (11 PNGs here, ~0.3 s each) are checked in test_sweep/test_plots; this test checks numbers.
+    plotted = []
+    monkeypatch.setattr(report_mod, "_plot_front", lambda rows, tasks, mask, out, title: plotted.append(title))
+    monkeypatch.setattr(plots_mod, "plot_fronts_overlay", lambda fronts, path, **kw: plotted.append(path))
+
+    cfg, runner = _tiny_config(tmp_path), CliRunner()
+    lin, tch, cmp = tmp_path / "lin", tmp_path / "tch", tmp_path / "cmp"
+    common = ["sweep", "-c", cfg, "--preferences", "1", "--seeds", "2"]
+    r = runner.invoke(app, [*common, "--single-task", "--out", str(lin)])
+    assert r.exit_code == 0, r.output
+    assert "(2 seeds: 0, 1)" in r.output and "Δm" in r.output
+    r = runner.invoke(app, ["sweep", "-c", cfg, "--preferences", "1", "--method", "tch", "--out", str(tch)])
+    assert r.exit_code == 0, r.output  # one seed: the layout of before (no seed folders)
+    assert {"linear sweep on multimnist (mean of 2 seeds)", "linear sweep on multimnist (seed 1)"} <= set(plotted)
+
+    res = json.loads((lin / "results.json").read_text())
+    # The keys of a one-seed report stay; seed keys are added.
+    assert {"title", "task_names", "objective", "hypervolume", "reference_point", "rows", "method", "data"} <= set(res)
+    assert res["seeds"] == [0, 1] and res["n_seeds"] == 2 and isinstance(res["degenerate_front"], bool)
+    for s in (0, 1):  # every seed is a whole sweep folder; training seed varies, the data split does not
+        point = read_run_config(lin / f"seed_{s}" / "linear_0.5-0.5")
+        assert point["train"]["seed"] == s and point["data"]["seed"] == 0
+        assert json.loads((lin / f"seed_{s}" / "results.json").read_text())["seed"] == s
+    # Hypervolume per seed on the one shared reference point (checked with moomtl.pareto.hypervolume).
+    ref = np.array(res["reference_point"])
+    hvs = [hypervolume([[r["left/loss"], r["right/loss"]] for r in e["rows"]], ref) for e in res["per_seed"]]
+    assert [e["hypervolume"] for e in res["per_seed"]] == pytest.approx(hvs)
+    assert res["hypervolume_stats"]["mean"] == pytest.approx(np.mean(hvs)) == pytest.approx(res["hypervolume"])
+    assert res["hypervolume_stats"]["sd"] == pytest.approx(np.std(hvs, ddof=1)) and res["hypervolume_stats"]["n"] == 2
+    # Seed-mean rows and Δm from the definition: baselines = seed-mean single-task accuracies.
+    point = next(r for r in res["rows"] if r["method"] == "linear")
+    per_seed = [next(r for r in e["rows"] if r["method"] == "linear") for e in res["per_seed"]]
+    assert point["left/loss"] == pytest.approx(np.mean([p["left/loss"] for p in per_seed]))
+    assert point["seed_stats"]["left/acc"]["sd"] == pytest.approx(np.std([p["left/acc"] for p in per_seed], ddof=1))
+    base = {t: np.mean([r[f"{t}/acc"] for e in res["per_seed"] for r in e["rows"] if r.get("single_task") == t])
+            for t in ("left", "right")}
+    dms = [np.mean([-(p[f"{t}/acc"] - base[t]) / base[t] for t in base]) * 100 for p in per_seed]
+    assert point["delta_m"] == pytest.approx(np.mean(dms))
+    assert res["delta_m"]["mean_over_points"]["sd"] == pytest.approx(np.std(dms, ddof=1))
+
+    r = runner.invoke(app, [*common, "--single-task", "--out", str(lin)])  # a rerun resumes: nothing trains
+    assert r.exit_code == 0 and "resuming: 6 of 6 points already trained" in r.output and "model 1/" not in r.output
+    r = runner.invoke(app, ["sweep", "-c", cfg, "--preferences", "1", "--out", str(lin)])  # one seed: other layout
+    assert r.exit_code == 2 and "would mix the layouts" in r.output
+
+    r = runner.invoke(app, ["compare", str(lin), str(tch), "--out", str(cmp)])
+    assert r.exit_code == 0, r.output
+    out = json.loads((cmp / "comparison.json").read_text())
+    assert out["hypervolume_stats"]["lin"]["n"] == 2 and out["hypervolume_stats"]["tch"]["n"] == 1
+    assert out["hypervolume_stats"]["tch"]["ci95"] is None and out["hypervolume_stats"]["lin"]["ci95"] is not None
+    assert out["hypervolume"]["lin"] == pytest.approx(np.mean(
+        [hypervolume([[r["left/loss"], r["right/loss"]] for r in e["rows"] if r["method"] == "linear"],
+                     np.array(out["reference_point"])) for e in res["per_seed"]]))  # baselines are not in the front
+    assert out["delta_m"]["tch"]["baselines_from"] == "lin"  # tch has no baselines: lin's, same data
+    md = (cmp / "comparison.md").read_text()
+    assert [o["overlap"] for o in out["overlap"]] == [None, None]
+    assert "lin vs tch (hypervolume): the interval of tch is undefined (1 seed)" in md
+    first = (cmp / "comparison.json").read_text()
+    assert runner.invoke(app, ["compare", str(lin), str(tch), "--out", str(cmp)]).exit_code == 0
+    assert (cmp / "comparison.json").read_text() == first  # fixed bootstrap seed: the same report
+
+
+def test_interval_sentences():
+    from moomtl.experiments.report import _overlap_sentence
+
+    a, b, c = stats.summarize([1.0, 1.2, 1.1]), stats.summarize([1.15, 1.3, 1.25]), stats.summarize([2.0, 2.1, 2.2])
+    assert stats.intervals_overlap(a.ci95, b.ci95) and not stats.intervals_overlap(a.ci95, c.ci95)
+    assert "not distinguishable at 95 %" in _overlap_sentence("A", "B", "hypervolume", a, b, higher=True)
+    assert "disjoint — C is better" in _overlap_sentence("A", "C", "hypervolume", a, c, higher=True)
+    assert "disjoint — A is better" in _overlap_sentence("A", "C", "IGD+", a, c, higher=False)
+
+
+def test_train_with_seeds_reports_mean_and_sd(tmp_path):
+    cfg, out = _tiny_config(tmp_path), tmp_path / "run"
+    r = CliRunner().invoke(app, ["train", "-c", cfg, "--seeds", "2", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    res = json.loads((out / "seeds.json").read_text())
+    finals = [json.loads((out / f"seed_{s}" / "result.json").read_text())["final"] for s in (0, 1)]
+    acc = [f["test/left/acc"] for f in finals]
+    assert res["metrics"]["test/left/acc"]["mean"] == pytest.approx(np.mean(acc))
+    assert res["metrics"]["test/left/acc"]["sd"] == pytest.approx(np.std(acc, ddof=1))
+    assert res["metrics"]["test/left/acc"]["n"] == 2 and "| test/left/acc |" in r.output
+    r = CliRunner().invoke(app, ["train", "-c", cfg, "--resume", "--out", str(out / "seed_0")])  # a whole run
+    assert r.exit_code == 0 and "already finished, nothing to train" in r.output

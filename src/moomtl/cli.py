@@ -105,6 +105,9 @@ def train(
     out: Annotated[str | None, typer.Option(help="Output folder.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in <out> (same settings, more epochs).")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a run already in <out>.")] = False,
+    seeds: Annotated[int, typer.Option(help="Train N replicates (train.seed + i; same data split) into "
+                                            "<out>/seed_<s> and report mean ± sd (seeds.md, seeds.json); "
+                                            "finished seeds are not trained again.")] = 1,
 ) -> None:
     """Train one model as configured; writes metrics, checkpoint and result.json to the output folder."""
     from moomtl.experiments.run import run_experiment
@@ -118,6 +121,14 @@ def train(
             console.print(f"no --config given: training moomtl's built-in defaults ({cfg.data.dataset}, "
                           f"{cfg.model.name}, {cfg.method_name}, {cfg.train.epochs} epochs) into {cfg.out}",
                           highlight=False)
+        if seeds != 1:
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                raise ConfigError("--seeds trains the replicates one after another; run it without torchrun")
+            from moomtl.experiments.report import run_seed_replicates
+
+            console.print(run_seed_replicates(cfg, seeds, console=console, overwrite=overwrite)["markdown"])
+            console.print(f"wrote {cfg.out}/seeds.json and seeds.md", highlight=False)
+            return
         from moomtl.autodiff.distributed import init_from_environment
 
         if init_from_environment(cfg.train.device) != 0:  # torchrun: rank 0 reports
@@ -175,6 +186,9 @@ def sweep(
         Path | None,
         typer.Option(help="Reference front for IGD/IGD+: another sweep's results.json or a CSV (one column per task)."),
     ] = None,
+    seeds: Annotated[int, typer.Option(help="Train every point with N seeds (train.seed + i; same data split), "
+                                            "each seed in <out>/seed_<s>; report mean ± sd and the "
+                                            "hypervolume per seed.")] = 1,
 ) -> None:
     """Train one model per preference vector, then write results.json/.md, the front plot and HV/IGD.
     Rerunning the same command resumes: finished points are not trained again."""
@@ -184,7 +198,7 @@ def sweep(
         cfg = _config(config, _method_overrides(config, method, set_), out=out)
         report = run_preference_sweep(
             cfg, method=method, n_preferences=preferences, workers=workers, single_task=single_task,
-            console=console, reference_front=reference_front, overwrite=overwrite,
+            console=console, reference_front=reference_front, overwrite=overwrite, seeds=seeds,
         )
         console.print(report.markdown)
 
@@ -198,7 +212,9 @@ def compare(
         "runs/compare"
     ),
 ) -> None:
-    """One markdown table and one overlay plot of several sweeps' fronts, with their hypervolumes."""
+    """One markdown table and one overlay plot of several sweeps' fronts (one or several seeds each, see
+    `sweep --seeds`): hypervolume and IGD+ as mean ± sd with a bootstrap 95 % interval over seeds, whether
+    two sweeps' intervals overlap, Δm against single-task baselines, and degenerate fronts."""
     from moomtl.experiments.report import compare_sweeps
 
     def go() -> None:

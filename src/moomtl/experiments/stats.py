@@ -84,7 +84,7 @@ class SeedStats:
     def text(self, fmt: str = ".4g", scale: float = 1.0) -> str:
         """``"0.512 ± 0.013"`` (``"0.512"`` for one seed), values multiplied by ``scale``."""
         mean = format(self.mean * scale, fmt)
-        return mean if self.sd is None else f"{mean} ± {format(self.sd * scale, fmt)}"
+        return mean if self.sd is None else f"{mean} ± {format(self.sd * scale, fmt.lstrip('+'))}"
 
     def ci_text(self, fmt: str = ".4g", scale: float = 1.0) -> str:
         if self.ci95 is None:

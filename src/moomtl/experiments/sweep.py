@@ -1,7 +1,12 @@
 """Preference sweeps: train one model per preference vector (sequentially or in worker processes),
 collect the test metrics of every point into one results file, and resume a half-finished sweep
 without retraining finished points (a point is finished when its ``result.json`` exists; that file
-is written atomically as the very last step of a run)."""
+is written atomically as the very last step of a run).
+
+Seeds (``--seeds N``): replicate ``i`` trains with ``train.seed + i`` (model initialization, batch
+order, dropout) in its own sub-folder ``seed_<s>`` (:func:`seed_config`); the **data split stays
+fixed** (``data.seed`` is not changed), so every replicate is evaluated on the same test set and the
+spread over seeds is the training randomness only. Replicates resume like sweep points."""
 
 from __future__ import annotations
 
@@ -34,6 +39,29 @@ class SweepPoint:
         folder = Path(self.cfg.out)
         check_resumable(folder, self.cfg)
         return run_finished(folder, self.cfg)
+
+
+SEED_DIR = "seed_{}"
+
+
+def seed_list(base_seed: int, n_seeds: int) -> list[int]:
+    """The training seeds of ``n_seeds`` replicates: ``base_seed, base_seed + 1, …``.
+
+    >>> seed_list(3, 2)
+    [3, 4]
+    """
+    if n_seeds < 1:
+        raise ConfigError(f"--seeds must be ≥ 1, got {n_seeds}")
+    return [int(base_seed) + i for i in range(n_seeds)]
+
+
+def seed_config(base: ExperimentConfig, seed: int, out: Path) -> ExperimentConfig:
+    """A copy of ``base`` that trains with ``train.seed = seed`` into ``out/seed_<seed>`` (the data
+    split, ``data.seed``, is unchanged)."""
+    cfg = copy.deepcopy(base)
+    cfg.train.seed = int(seed)
+    cfg.out = str(Path(out) / SEED_DIR.format(seed))
+    return cfg
 
 
 def check_same_config(folder: Path, cfg: ExperimentConfig) -> None:
@@ -129,4 +157,6 @@ def result_row(point: SweepPoint, summary: dict[str, Any], task_names: Sequence[
             row[f"{t}/err"] = 1.0 - row[f"{t}/acc"]
     row["wall_seconds"] = summary["wall_seconds"]
     row["run_dir"] = point.cfg.out
+    if summary["method"] == "single_task":  # the baseline of this task (Δm)
+        row["single_task"] = point.cfg.method_params.get("task")
     return row
