@@ -94,6 +94,32 @@ def chance_hypervolumes(folders: list[Path]) -> list[float]:
     return out
 
 
+def _ratio_cell(values: list[float | None]) -> str:
+    """``mean ± sd; per seed`` of the finite ratios; a seed whose sweep hypervolume is 0 (the PSL front
+    dominates the whole sweep, so the pooled reference point leaves the sweep nothing) shows as ∞."""
+    finite = [v for v in values if v is not None]
+    per_seed = ", ".join("∞" if v is None else f"{v:.3f}" for v in values)
+    if not finite:
+        return f"∞ (every seed); {per_seed}"
+    sd = statistics.stdev(finite) if len(finite) > 1 else 0.0
+    return f"{statistics.mean(finite):.3f} ± {sd:.3f}; {per_seed}"
+
+
+def summary_lines(records: list[dict[str, Any]]) -> list[str]:
+    """The markdown table of docs/psl.md, one row per data set."""
+    lines = ["| data set | tasks | seeds | sweep steps (11 models) | PSL steps (ratio) | HV sweep (pooled ref.) | "
+             "HV PSL (pooled ref.) | HV PSL / sweep, pooled ref. (mean ± sd; per seed) | HV PSL / sweep, "
+             "ref. ln 10 per task |", "|---|---|---|---|---|---|---|---|---|"]
+    for dataset in dict.fromkeys(r["dataset"] for r in records):
+        rs = [r for r in records if r["dataset"] == dataset]
+        lines.append(
+            f"| {dataset} | {rs[0]['tasks']} | {len(rs)} | {rs[0]['sweep_steps']} | {rs[0]['psl_steps']} "
+            f"({rs[0]['step_ratio']:.3f}) | {statistics.mean(r['hv_sweep'] for r in rs):.4g} | "
+            f"{statistics.mean(r['hv_psl'] for r in rs):.4g} | {_ratio_cell([r['hv_ratio'] for r in rs])} | "
+            f"{_ratio_cell([r['hv_chance_ratio'] for r in rs])} |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("runs/psl_bench"))
@@ -110,7 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--alpha", type=float, default=1.0)
     ap.add_argument("--cache", default=None, help="data cache folder (default: moomtl's)")
     ap.add_argument("--quick", action="store_true", help="MultiMNIST, one seed")
+    ap.add_argument("--table-from", type=Path, default=None,
+                    help="only print the table of the JSON records (one per line) in this log")
     args = ap.parse_args(argv)
+    if args.table_from is not None:
+        lines = [ln for ln in args.table_from.read_text().splitlines() if ln.startswith("{")]
+        print("\n".join(summary_lines([json.loads(ln) for ln in lines])))
+        return 0
     if args.quick:
         args.datasets, args.seeds = ["multimnist"], 1
     torch.set_num_threads(1)
@@ -150,21 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             records.append(rec)
             print(json.dumps(rec), flush=True)
     total = time.perf_counter() - t_all
-    lines = ["| data set | tasks | seeds | sweep steps (11 models) | PSL steps (ratio) | HV sweep | HV PSL | "
-             "HV PSL / sweep (mean ± sd; per seed) | same, reference ln 10 per task |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for dataset in args.datasets:
-        rs = [r for r in records if r["dataset"] == dataset]
-        ratios = [r["hv_ratio"] for r in rs if r["hv_ratio"] is not None]
-        sd = statistics.stdev(ratios) if len(ratios) > 1 else 0.0
-        cr = [r["hv_chance_ratio"] for r in rs if r["hv_chance_ratio"] is not None]
-        csd = statistics.stdev(cr) if len(cr) > 1 else 0.0
-        lines.append(
-            f"| {dataset} | {rs[0]['tasks']} | {len(rs)} | {rs[0]['sweep_steps']} | {rs[0]['psl_steps']} "
-            f"({rs[0]['step_ratio']:.3f}) | {statistics.mean(r['hv_sweep'] for r in rs):.4g} | "
-            f"{statistics.mean(r['hv_psl'] for r in rs):.4g} | {statistics.mean(ratios):.3f} ± {sd:.3f}; "
-            + ", ".join(f"{v:.3f}" for v in ratios) + f" | {statistics.mean(cr):.3f} ± {csd:.3f}; "
-            + ", ".join(f"{v:.3f}" for v in cr) + " |")
+    lines = summary_lines(records)
     md = "\n".join(lines) + f"\n\nTotal wall time {total / 60:.1f} min (torch 1 thread).\n"
     print(md)
     mio.write_text(args.out / "summary.md", md)

@@ -155,6 +155,7 @@ class PSLRun:
         build_base(self.cfg, self.spec).load_state_dict(state)  # the plain model accepts it, key for key
         values = [float(v) for v in pref]
         cfg = specialised_config(self.cfg, self.scalarization, values)
+        cfg.out = str(path.parent / path.stem)  # `moomtl train` with this config trains beside the export
         path.parent.mkdir(parents=True, exist_ok=True)
         mio.torch_save(state, path)
         mio.write_text(config_path, dump_config(cfg))

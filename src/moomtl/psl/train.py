@@ -16,12 +16,14 @@ is refused. The folder is locked while this runs.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from rich.console import Console
 
 from moomtl import io as mio
@@ -105,6 +107,8 @@ def run_psl(
         raise ConfigError("--resume and --overwrite exclude each other")
     if n_preferences < 1:
         raise ConfigError(f"--preferences must be ≥ 1, got {n_preferences}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("moomtl psl runs in one process (not under torchrun)")
     _check_method(cfg)
     inner = build_method_from(cfg)
     validate_optimization(cfg)
@@ -113,8 +117,6 @@ def run_psl(
     with locked(out):
         _prepare_folder(out, cfg, psl, resume, overwrite)
         splits = splits if splits is not None else build_data(cfg)
-        import torch
-
         torch.manual_seed(cfg.train.seed)  # model init depends on the run seed only
         base = build_model_from(cfg, splits)
         base_parameters = count_parameters(base)
