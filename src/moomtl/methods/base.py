@@ -20,6 +20,7 @@ import importlib
 import inspect
 import pkgutil
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 import torch
@@ -28,15 +29,56 @@ from torch import Tensor, nn
 from moomtl.autodiff.context import StepContext
 from moomtl.events import Callback
 
+#: Cost classes of a step (``MethodCard.cost``), each with what it costs beyond the forward pass.
+COST_CLASSES: dict[str, str] = {
+    "loss": "loss weighting: 1 backward",
+    "representation": "representation Jacobian: T backward through the heads (to z), then 1 backward",
+    "shared": "full Jacobian: T backward through the encoder",
+}
+
+
+@dataclass(frozen=True)
+class MethodCard:
+    """What ``docs/methods.md`` says about a method, declared on its class (``card = MethodCard(...)``) so
+    the documentation is generated from the code (``moomtl methods --markdown``) and cannot drift.
+
+    Attributes:
+        paper: authors, year, title and venue of the paper the method follows.
+        url: a link to the paper (arXiv, proceedings, DOI).
+        equation: the update or objective, one line (unicode math).
+        cost: the step's cost class with default hyper-parameters (a key of :data:`COST_CLASSES`).
+        solver: the per-step work beyond the backward passes ("" when none: a closed form of T numbers).
+        state: what the method keeps across steps ("" when stateless).
+        reference: the test (``tests/<file>.py::<test>``) that checks the method against a reference,
+            and the reference (the authors' code, a peer library, an optimality condition).
+    """
+
+    paper: str
+    url: str
+    equation: str
+    cost: str
+    reference: str
+    solver: str = ""
+    state: str = ""
+
+    def __post_init__(self) -> None:
+        if self.cost not in COST_CLASSES:
+            raise ValueError(f"cost must be one of {', '.join(COST_CLASSES)}, got {self.cost!r}")
+        if not self.reference.startswith("tests/") or "::" not in self.reference:
+            raise ValueError(f"reference must name a test as tests/<file>.py::<test> (...), got {self.reference!r}")
+
 
 class Method(nn.Module, Callback):
-    """Base class of all methods. Subclasses implement :meth:`backward`."""
+    """Base class of all methods. Subclasses implement :meth:`backward` and declare a :class:`MethodCard`
+    (``card``, checked for every registered method in ``tests/test_method_docs.py``)."""
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     #: Name of the hyper-parameter holding a preference/weight vector over tasks, for methods a
     #: preference sweep can drive (``None``: the method has no preference, e.g. MGDA).
     preference_param: ClassVar[str | None] = None
+    #: Paper, equation, cost class, state and reference test (``docs/methods.md``).
+    card: ClassVar[MethodCard | None] = None
 
     def __init__(self) -> None:
         super().__init__()
@@ -172,12 +214,28 @@ def method_catalogue() -> list[dict[str, str]]:
 
 
 def method_catalogue_markdown() -> str:
-    """:func:`method_catalogue` as a markdown table (``moomtl methods --markdown``, ``docs/methods.md``)."""
+    """:func:`method_catalogue` as markdown tables (``moomtl methods --markdown``, ``docs/methods.md``): the
+    hyper-parameters, then each method's :class:`MethodCard` (paper, equation, cost, state, reference)."""
+
+    def row(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
+
     lines = ["| method | description | hyper-parameters (default) | swept by |", "|---|---|---|---|"]
     for r in method_catalogue():
-        cells = [f"`{r['name']}`", r["description"], f"`{r['hyperparameters']}`" if r["hyperparameters"] else "",
-                 f"`{r['preference']}`" if r["preference"] else "—"]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        lines.append(row([f"`{r['name']}`", r["description"],
+                          f"`{r['hyperparameters']}`" if r["hyperparameters"] else "",
+                          f"`{r['preference']}`" if r["preference"] else "—"]))
+    lines += ["", "Cost classes: " + "; ".join(f"**{k}** = {v}" for k, v in COST_CLASSES.items()) + ".", "",
+              "| method | paper | equation | cost | + per-step solver | state | preference | reference checked in |",
+              "|---|---|---|---|---|---|---|---|"]
+    for name, cls in available_methods().items():
+        c = cls.card
+        if c is None:
+            lines.append(row([f"`{name}`", "(no card)", "", "", "", "", "", ""]))
+            continue
+        lines.append(row([f"`{name}`", f"[{c.paper}]({c.url})", c.equation, c.cost, c.solver or "—",
+                          c.state or "stateless", f"`{cls.preference_param}`" if cls.preference_param else "no",
+                          c.reference]))
     return "\n".join(lines) + "\n"
 
 

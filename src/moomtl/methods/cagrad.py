@@ -41,7 +41,7 @@ from scipy.optimize import minimize
 from torch import Tensor
 
 from moomtl.autodiff.context import StepContext
-from moomtl.methods.base import Method, check_wrt, register, weights_info
+from moomtl.methods.base import Method, MethodCard, check_wrt, register, weights_info
 from moomtl.solvers.min_norm import min_norm
 
 # ‖g_w‖² (relative to max_t ‖g_t‖²) below which a min-norm point counts as zero: Pareto stationarity.
@@ -188,6 +188,18 @@ class CAGrad(Method):
         rescale: divide the update by ``1 + c²`` (1), ``1 + c`` (2) or nothing (0).
         wrt: ``"shared"`` (the paper) or ``"representation"`` (decide from ∂L/∂z, then one backward).
     """
+
+    card = MethodCard(
+        paper="Liu et al., 2021, Conflict-Averse Gradient Descent for Multi-task Learning, NeurIPS 2021",
+        url="https://arxiv.org/abs/2110.14048",
+        equation="d = g₀ + √φ g_w/‖g_w‖, w = argmin_{w∈Δ} g_wᵀ g₀ + √φ ‖g_w‖, φ = c² ‖g₀‖², g₀ the mean gradient",
+        cost="shared",
+        solver="dual over the simplex by scipy minimize on the T×T Gramian (host)",
+        reference=(
+            "tests/test_baselines.py::test_cagrad_matches_an_socp_and_strong_duality (the primal SOCP solved by "
+            "cvxpy)"
+        ),
+    )
 
     def __init__(self, c: float = 0.4, rescale: int = 1, wrt: str = "shared") -> None:
         super().__init__()

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from moomtl.autodiff.context import StepContext
-from moomtl.methods.base import Weighting, as_weight_vector, register, weights_info
+from moomtl.methods.base import MethodCard, Weighting, as_weight_vector, register, weights_info
 from moomtl.solvers import scalarizations as S
 
 IdealSpec = Sequence[float] | str | None
@@ -179,6 +179,21 @@ class Tchebycheff(ChebyshevFamily):
     [0.25, 0.0]
     """
 
+    card = MethodCard(
+        paper=(
+            "Choo & Atkins, 1983, Proper efficiency in nonconvex multicriteria programming, Mathematics of Operations "
+            "Research 8(3)"
+        ),
+        url="https://doi.org/10.1287/moor.8.3.467",
+        equation="min_θ max_t λ_t (L_t − z_t)",
+        cost="loss",
+        state="running minimum of the losses when ideal='online' (else none)",
+        reference=(
+            "tests/test_scalarizations.py::test_method_gradient_equals_backprop_of_the_scalarized_objective (autograd "
+            "of the scalarization)"
+        ),
+    )
+
     def __init__(self, preference: Sequence[float] | None = None, ideal: IdealSpec = None,
                  margin: float = 1e-3) -> None:
         super().__init__(preference, ideal, margin)
@@ -197,6 +212,18 @@ class SmoothTchebycheff(ChebyshevFamily):
     >>> [round(v, 4) for v in m.weights(torch.tensor([2.0, 0.5]), None).tolist()]
     [0.5, 0.0]
     """
+
+    card = MethodCard(
+        paper="Lin et al., 2024, Smooth Tchebycheff Scalarization for Multi-Objective Optimization, ICML 2024",
+        url="https://arxiv.org/abs/2402.19078",
+        equation="min_θ μ log Σ_t exp(λ_t (L_t − z_t) / μ)",
+        cost="loss",
+        state="running minimum of the losses when ideal='online' (else none)",
+        reference=(
+            "tests/test_scalarizations.py::test_method_gradient_equals_backprop_of_the_scalarized_objective (autograd "
+            "of the scalarization)"
+        ),
+    )
 
     def __init__(self, preference: Sequence[float] | None = None, ideal: IdealSpec = None,
                  margin: float = 1e-3, mu: float = 0.1) -> None:
@@ -219,6 +246,21 @@ class PBI(ChebyshevFamily):
     >>> [round(v, 4) for v in m.weights(torch.tensor([2.0, 0.5]), None).tolist()]
     [0.7071, 0.7071]
     """
+
+    card = MethodCard(
+        paper=(
+            "Zhang & Li, 2007, MOEA/D: A Multiobjective Evolutionary Algorithm Based on Decomposition, IEEE TEVC "
+            "11(6)"
+        ),
+        url="https://doi.org/10.1109/TEVC.2007.892759",
+        equation="min_θ d₁ + θ d₂, d₁ = (L − z)ᵀ λ/‖λ‖, d₂ = ‖L − z − d₁ λ/‖λ‖‖",
+        cost="loss",
+        state="running minimum of the losses when ideal='online' (else none)",
+        reference=(
+            "tests/test_scalarizations.py::test_method_gradient_equals_backprop_of_the_scalarized_objective (autograd "
+            "of the scalarization)"
+        ),
+    )
 
     def __init__(self, preference: Sequence[float] | None = None, ideal: IdealSpec = None,
                  margin: float = 1e-3, theta: float = 5.0) -> None:
@@ -246,6 +288,21 @@ class AugmentedTchebycheff(ChebyshevFamily):
     [0.35, 0.1]
     """
 
+    card = MethodCard(
+        paper=(
+            "Steuer & Choo, 1983, An interactive weighted Tchebycheff procedure for multiple objective programming, "
+            "Mathematical Programming 26"
+        ),
+        url="https://doi.org/10.1007/BF02591870",
+        equation="min_θ max_t λ_t (L_t − z_t) + ρ Σ_t (L_t − z_t)",
+        cost="loss",
+        state="running minimum of the losses when ideal='online' (else none)",
+        reference=(
+            "tests/test_scalarizations.py::test_method_gradient_equals_backprop_of_the_scalarized_objective (autograd "
+            "of the scalarization)"
+        ),
+    )
+
     def __init__(self, preference: Sequence[float] | None = None, ideal: IdealSpec = None,
                  margin: float = 1e-3, rho: float = 0.01) -> None:
         super().__init__(preference, ideal, margin)
@@ -268,6 +325,21 @@ class ModifiedTchebycheff(ChebyshevFamily):
     >>> [round(v, 4) for v in m.weights(torch.tensor([2.0, 0.4]), None).tolist()]
     [0.275, 0.025]
     """
+
+    card = MethodCard(
+        paper=(
+            "Hotegni, Berkemeier & Peitz, 2024, Multi-Objective Optimization for Sparse Deep Multi-Task Learning, "
+            "IJCNN 2024"
+        ),
+        url="https://arxiv.org/abs/2308.12243",
+        equation="min_θ max_t λ_t [(L_t − z_t) + ε Σ_j (L_j − z_j)]",
+        cost="loss",
+        state="running minimum of the losses when ideal='online' (else none)",
+        reference=(
+            "tests/test_scalarizations.py::test_method_gradient_equals_backprop_of_the_scalarized_objective (autograd "
+            "of the scalarization)"
+        ),
+    )
 
     def __init__(self, preference: Sequence[float] | None = None, ideal: IdealSpec = None,
                  margin: float = 1e-3, eps: float = 1e-4) -> None:

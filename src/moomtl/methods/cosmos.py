@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from moomtl.autodiff.context import StepContext
-from moomtl.methods.base import Method, as_weight_vector, register, weights_info
+from moomtl.methods.base import Method, MethodCard, as_weight_vector, register, weights_info
 
 
 def cosmos_objective(losses: Tensor, pref: Tensor, mu: float) -> Tensor:
@@ -53,6 +53,19 @@ class COSMOS(Method):
         preference: λ (non-negative, not all zero; normalized to sum to 1), uniform when ``None``.
         mu: weight μ ≥ 0 of the cosine-similarity penalty (official Multi-MNIST default 2).
     """
+
+    card = MethodCard(
+        paper=(
+            "Ruchte & Grabocka, 2021, Scalable Pareto Front Approximation for Deep Multi-Objective Learning, ICDM "
+            "2021"
+        ),
+        url="https://arxiv.org/abs/2103.13392",
+        equation="min_θ Σ_t λ_t L_t − μ cos(λ, L)",
+        cost="loss",
+        reference=(
+            "tests/test_methods_loss_zoo_pref.py::test_cosmos_gradient_matches_the_official_loss (the official loss)"
+        ),
+    )
 
     preference_param: ClassVar[str | None] = "preference"
 

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from moomtl.autodiff.context import StepContext
-from moomtl.methods.base import Method, register, weights_info
+from moomtl.methods.base import Method, MethodCard, register, weights_info
 from moomtl.models.base import MultiTaskModel
 
 _EPS = 1e-8
@@ -59,6 +59,15 @@ class DBMTL(Method):
         beta: moving-average coefficient β ∈ [0, 1) (LibMTL default 0.9).
         beta_sigma: decay exponent σ ≥ 0 of β_k = β / k^σ (LibMTL default 0).
     """
+
+    card = MethodCard(
+        paper="Lin et al., 2023, Dual-Balancing for Multi-Task Learning, arXiv:2308.12029",
+        url="https://arxiv.org/abs/2308.12029",
+        equation="g_t = ∇ log(L_t + ε), ĝ_t an EMA of g_t (rate β / k^σ), d = Σ_t (max_s ‖ĝ_s‖ / ‖ĝ_t‖) ĝ_t",
+        cost="shared",
+        state="EMA of every task's shared gradient (T × n) and the step count",
+        reference="tests/test_methods_loss_zoo.py::test_db_mtl_matches_libmtl_over_several_steps (LibMTL DB_MTL)",
+    )
 
     def __init__(self, beta: float = 0.9, beta_sigma: float = 0.0) -> None:
         super().__init__()

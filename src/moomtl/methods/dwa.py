@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from moomtl.autodiff.context import StepContext
 from moomtl.events import TrainState
-from moomtl.methods.base import Method, register, weights_info
+from moomtl.methods.base import Method, MethodCard, register, weights_info
 
 
 def dwa_weights(last_avg: Tensor, prev_avg: Tensor, temperature: float) -> Tensor:
@@ -52,6 +52,15 @@ class DWA(Method):
     Args:
         temperature: the softmax temperature τ (paper: 2); larger is closer to equal weights.
     """
+
+    card = MethodCard(
+        paper="Liu, Johns & Davison, 2019, End-to-End Multi-Task Learning with Attention, CVPR 2019",
+        url="https://arxiv.org/abs/1803.10704",
+        equation="w_t = T softmax_t(r_t / τ), r_t = L̄_t(e−1) / L̄_t(e−2) (epoch-mean losses)",
+        cost="loss",
+        state="the last two epochs' mean losses and this epoch's running sums",
+        reference="tests/test_methods_loss_zoo.py::test_dwa_matches_libmtl_on_recorded_epoch_losses (LibMTL DWA)",
+    )
 
     def __init__(self, temperature: float = 2.0) -> None:
         super().__init__()

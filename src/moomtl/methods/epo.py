@@ -50,7 +50,7 @@ from scipy.optimize import linprog
 from torch import Tensor, nn
 
 from moomtl.autodiff.context import StepContext
-from moomtl.methods.base import Method, as_weight_vector, register, weights_info
+from moomtl.methods.base import Method, MethodCard, as_weight_vector, register, weights_info
 
 
 def epo_adjustments(losses: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
@@ -126,6 +126,23 @@ class EPO(Method):
         eps: non-uniformity ``μ_r`` below which the step is a descent step (official: 1e-4).
         relax: drop the "do not increase non-uniformity" constraint of the descent LP (official ``relax``).
     """
+
+    card = MethodCard(
+        paper=(
+            "Mahapatra & Rajan, 2020, Multi-Task Learning with User Preferences: Gradient Descent with Controlled "
+            "Ascent in Pareto Optimization, ICML 2020"
+        ),
+        url="https://proceedings.mlr.press/v119/mahapatra20a.html",
+        equation=(
+            "d = Jᵀ β, β from an LP that moves r ⊙ L towards the ray ∝ 1 (controlled ascent) or descends every loss"
+        ),
+        cost="shared",
+        solver="one LP per step (scipy linprog, host)",
+        reference=(
+            "tests/test_methods_loss_zoo_pref.py::test_epo_lp_matches_the_official_lp_by_brute_force (the official "
+            "LP)"
+        ),
+    )
 
     preference_param: ClassVar[str | None] = "preference"
 

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from moomtl.autodiff.context import StepContext
-from moomtl.methods.base import Method, register, shared_size, weights_info
+from moomtl.methods.base import Method, MethodCard, register, shared_size, weights_info
 
 _EPS = 1e-7  # LibMTL's guard under the square root
 
@@ -52,6 +52,18 @@ class ExcessMTL(Method):
         robust_step_size: the exponentiated-gradient step ``η ≥ 0`` on the weights (LibMTL's
             ``robust_step_size``, default 0.01; 0 keeps equal weights).
     """
+
+    card = MethodCard(
+        paper="He et al., 2024, Robust Multi-Task Learning with Excess Risks, ICML 2024",
+        url="https://arxiv.org/abs/2402.02009",
+        equation=(
+            "S_t += g_t ⊙ g_t, e_t = g_tᵀ diag(√(S_t + 10⁻⁷))⁻¹ g_t, w ← w ⊙ exp(η e/e⁽¹⁾) normalized, backward Σ_t "
+            "w_t L_t"
+        ),
+        cost="shared",
+        state="accumulated squared gradients (T × n), the first excess risks, the task weights",
+        reference="tests/test_methods_gradient_zoo.py::test_excess_mtl_matches_libmtl_over_steps (LibMTL ExcessMTL)",
+    )
 
     def __init__(self, robust_step_size: float = 1e-2) -> None:
         super().__init__()

@@ -41,7 +41,7 @@ from scipy.optimize import least_squares
 from torch import Tensor
 
 from moomtl.autodiff.context import StepContext
-from moomtl.methods.base import Method, register, weights_info
+from moomtl.methods.base import Method, MethodCard, register, weights_info
 
 _RTOL = 1e-13
 
@@ -129,6 +129,18 @@ class FairGrad(Method):
         alpha: the fairness parameter ``α > 0`` (LibMTL's ``FairGrad_alpha``, default 1: proportional
             fairness).
     """
+
+    card = MethodCard(
+        paper="Ban & Ji, 2024, Fair Resource Allocation in Multi-Task Learning, ICML 2024",
+        url="https://arxiv.org/abs/2402.15638",
+        equation="backward Σ_t w_t L_t with G w = w^(−1/α) (α-fair task improvements)",
+        cost="shared",
+        solver="G w = w^(−1/α) by scipy least_squares (host)",
+        reference=(
+            "tests/test_methods_gradient_zoo.py::test_fairgrad_closed_form_scaling_and_libmtl_least_squares (LibMTL "
+            "FairGrad)"
+        ),
+    )
 
     def __init__(self, alpha: float = 1.0) -> None:
         super().__init__()

@@ -44,7 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from moomtl.autodiff.context import StepContext
-from moomtl.methods.base import Method, register, weights_info
+from moomtl.methods.base import Method, MethodCard, register, weights_info
 
 _EPS = 1e-8  # the official code's ε inside the logarithm
 _BETAS = (0.9, 0.999)  # torch.optim.Adam defaults, as the official code uses
@@ -72,6 +72,17 @@ class FAMO(Method):
         w_lr: learning rate of the logits' Adam step (official and LibMTL: 0.025).
         gamma: weight decay of the logits (official code: 0.01; LibMTL's default: 0.001).
     """
+
+    card = MethodCard(
+        paper="Liu et al., 2023, FAMO: Fast Adaptive Multitask Optimization, NeurIPS 2023",
+        url="https://arxiv.org/abs/2306.03792",
+        equation="w_t ∝ softmax(ξ)_t / L_t (log-loss balancing); ξ stepped by the decrease of the log-losses",
+        cost="loss",
+        state="the logits ξ, their Adam state and the previous step's losses",
+        reference=(
+            "tests/test_methods_loss_zoo.py::test_famo_matches_the_official_update_sequence (the official FAMO code)"
+        ),
+    )
 
     def __init__(self, w_lr: float = 0.025, gamma: float = 0.01) -> None:
         super().__init__()

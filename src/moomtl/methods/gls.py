@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from moomtl.autodiff.context import StepContext
-from moomtl.methods.base import Weighting, register
+from moomtl.methods.base import MethodCard, Weighting, register
 
 
 def gls_weights(losses: Tensor) -> Tensor:
@@ -43,6 +43,17 @@ def gls_weights(losses: Tensor) -> Tensor:
 @register("gls", "geometric loss strategy (Chennupati et al. 2019): minimize (Π_t L_t)^(1/T)")
 class GeometricLossStrategy(Weighting):
     """GLS; see the module docstring. No hyper-parameters."""
+
+    card = MethodCard(
+        paper=(
+            "Chennupati et al., 2019, MultiNet++: Multi-Stream Feature Aggregation and Geometric Loss Strategy for "
+            "Multi-Task Learning, CVPR Workshops 2019"
+        ),
+        url="https://arxiv.org/abs/1904.08492",
+        equation="min_θ (Π_t L_t)^(1/T), i.e. w_t = (Π_s L_s)^(1/T) / (T L_t)",
+        cost="loss",
+        reference="tests/test_methods_loss_zoo.py::test_gls_gradient_matches_libmtl_objective (LibMTL GLS)",
+    )
 
     def weights(self, losses: Tensor, ctx: StepContext) -> Tensor:
         return gls_weights(losses)

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from moomtl.autodiff.context import StepContext
-from moomtl.methods.base import register, weights_info
+from moomtl.methods.base import MethodCard, register, weights_info
 from moomtl.methods.random_weighting import SeededMethod
 
 _PURITY_EPS = 1e-7  # LibMTL's guard in the purity's denominator
@@ -70,6 +70,21 @@ class GradDrop(SeededMethod):
             default 0).
         seed: seed of the uniform draws ``U``.
     """
+
+    card = MethodCard(
+        paper=(
+            "Chen et al., 2020, Just Pick a Sign: Optimizing Deep Multitask Models with Gradient Sign Dropout, "
+            "NeurIPS 2020"
+        ),
+        url="https://arxiv.org/abs/2010.06808",
+        equation=(
+            "P = ½(1 + Σ_t ∇_z L_t / Σ_t |∇_z L_t|); per entry of z keep the positive task gradients where U < P, the "
+            "negative ones elsewhere"
+        ),
+        cost="representation",
+        state="its random generator (seed)",
+        reference="tests/test_methods_gradient_zoo.py::test_graddrop_matches_libmtl_rep_formula (LibMTL GradDrop)",
+    )
 
     def __init__(self, leak: float = 0.0, seed: int = 0) -> None:
         super().__init__(seed)

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from moomtl.autodiff import StepContext, task_jacobian
 from moomtl.events import TrainState
-from moomtl.methods.base import Method, register, weights_info
+from moomtl.methods.base import Method, MethodCard, register, weights_info
 from moomtl.models.base import MultiTaskModel
 
 
@@ -80,6 +80,25 @@ class GradNorm(Method):
         layer: name of the shared parameter ``W`` whose gradient norms are balanced (default: the last
             shared parameter tensor with ≥ 2 dimensions).
     """
+
+    card = MethodCard(
+        paper=(
+            "Chen et al., 2018, GradNorm: Gradient Normalization for Adaptive Loss Balancing in Deep Multitask "
+            "Networks, ICML 2018"
+        ),
+        url="https://arxiv.org/abs/1711.02257",
+        equation=(
+            "backward Σ_t w_t L_t; w descends Σ_t |w_t ‖∇_W L_t‖ − mean_s(w_s ‖∇_W L_s‖) r_t^α|, r_t the relative "
+            "inverse training rate"
+        ),
+        cost="representation",
+        solver="the T gradients are taken w.r.t. the last shared layer W only (through z)",
+        state="learned task weights w (a parameter) and the first step's losses",
+        reference=(
+            "tests/test_baselines.py::test_gradnorm_weight_gradient_and_update_on_a_tiny_model (the weight gradient "
+            "by hand)"
+        ),
+    )
 
     def __init__(self, alpha: float = 1.5, layer: str | None = None) -> None:
         super().__init__()

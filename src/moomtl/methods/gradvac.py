@@ -46,7 +46,7 @@ import torch
 from torch import Tensor, nn
 
 from moomtl.autodiff.context import StepContext
-from moomtl.methods.base import register, shared_parameters_of, weights_info
+from moomtl.methods.base import MethodCard, register, shared_parameters_of, weights_info
 from moomtl.methods.random_weighting import SeededMethod
 
 _EPS = 1e-8  # LibMTL's guard in the cosine and in the coefficient's denominator
@@ -137,6 +137,21 @@ class GradVac(SeededMethod):
         ema: ``"conditional"`` (LibMTL) or ``"always"`` (the paper's Algorithm 1).
         seed: seed of the random task orders.
     """
+
+    card = MethodCard(
+        paper=(
+            "Wang et al., 2021, Gradient Vaccine: Investigating and Improving Multi-task Optimization in Massively "
+            "Multilingual Models, ICLR 2021"
+        ),
+        url="https://arxiv.org/abs/2010.05874",
+        equation=(
+            "if cos(g_i, g_j) < φ̂_ij: g_i += ‖g_i‖ (φ̂_ij √(1−φ_ij²) − φ_ij √(1−φ̂_ij²)) / (‖g_j‖ √(1−φ̂_ij²)) g_j; "
+            "φ̂ ← EMA_β(φ)"
+        ),
+        cost="shared",
+        state="EMA targets φ̂ of the pairwise cosines and its random generator",
+        reference="tests/test_methods_gradient_zoo.py::test_gradvac_matches_libmtl_loop_over_steps (LibMTL GradVac)",
+    )
 
     def __init__(self, beta: float = 0.5, group_type: int = 0, ema: str = "conditional", seed: int = 0) -> None:
         super().__init__(seed)

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from moomtl.autodiff.context import StepContext
-from moomtl.methods.base import Method, register, weights_info
+from moomtl.methods.base import Method, MethodCard, register, weights_info
 
 
 def _imtl_g_weights(gramian: Tensor) -> Tensor:
@@ -98,6 +98,15 @@ class IMTLL(_LossScales):
     2.5
     """
 
+    card = MethodCard(
+        paper="Liu et al., 2021, Towards Impartial Multi-task Learning, ICLR 2021",
+        url="https://openreview.net/forum?id=IMPnRXEWpvr",
+        equation="min_{θ,s} Σ_t e^(s_t) L_t − s_t",
+        cost="loss",
+        state="learned log-scales s (a parameter)",
+        reference="tests/test_methods_gradient_zoo.py::test_imtl_l_gradients (the gradients by hand)",
+    )
+
     def objective(self, losses: Tensor, share: float = 1.0) -> Tensor:
         """``Σ e^{s_t} L_t − share·s_t`` (``share = 1/W`` on each of ``W`` ranks, whose objectives are summed)."""
         s = self._scales(losses)
@@ -114,6 +123,16 @@ class IMTLL(_LossScales):
 class IMTL(_LossScales):
     """IMTL hybrid (see the module docstring); the logged weights are ``α_t e^{s_t}``, the coefficients
     of the raw gradients ``g_t`` in the shared update. ``init``: initial ``s_t``."""
+
+    card = MethodCard(
+        paper="Liu et al., 2021, Towards Impartial Multi-task Learning, ICLR 2021",
+        url="https://openreview.net/forum?id=IMPnRXEWpvr",
+        equation="IMTL-L scales e^(s_t) L_t − s_t, and IMTL-G equal-projection weights of the scaled shared gradients",
+        cost="shared",
+        solver="T×T linear solve (host)",
+        state="learned log-scales s (a parameter)",
+        reference="tests/test_methods_gradient_zoo.py::test_imtl_hybrid_matches_libmtl (LibMTL IMTL)",
+    )
 
     def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
         jac = ctx.jacobian("shared")

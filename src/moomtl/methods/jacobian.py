@@ -44,7 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from moomtl.autodiff.context import StepContext, Wrt
-from moomtl.methods.base import Method, as_weight_vector, register, weights_info
+from moomtl.methods.base import Method, MethodCard, as_weight_vector, register, weights_info
 from moomtl.weightings.aligned_mtl import SCALE_MODES, aligned_mtl_weights
 from moomtl.weightings.dualproj import dualproj_weights
 from moomtl.weightings.imtl_g import imtl_g_weights
@@ -120,6 +120,15 @@ class _PreferenceMethod(JacobianMethod):
 class UPGrad(_PreferenceMethod):
     """UPGrad (:mod:`moomtl.weightings.upgrad`): ``d = Σ_i p_i π_J(g_i)``, exact projections."""
 
+    card = MethodCard(
+        paper="Quinton & Rey, 2024, Jacobian Descent for Multi-Objective Optimization, arXiv:2406.16232",
+        url="https://arxiv.org/abs/2406.16232",
+        equation="d = Σ_t p_t π_J(g_t), each task gradient projected onto the dual cone {x : J x ≥ 0} (p = 1/T)",
+        cost="shared",
+        solver="T non-negative QPs on the T×T Gramian (host)",
+        reference="tests/test_weightings.py::test_upgrad_and_dualproj_match_torchjd (TorchJD UPGrad)",
+    )
+
     def compute_weights(self, gramian: Tensor) -> Tensor:
         return upgrad_weights(gramian, self.preference)
 
@@ -127,6 +136,15 @@ class UPGrad(_PreferenceMethod):
 @register("dualproj", "DualProj (Quinton & Rey 2024): mean gradient projected onto the dual cone")
 class DualProj(_PreferenceMethod):
     """DualProj (:mod:`moomtl.weightings.dualproj`): ``d = π_J(Σ_t p_t g_t)``, exact projection."""
+
+    card = MethodCard(
+        paper="Quinton & Rey, 2024, Jacobian Descent for Multi-Objective Optimization, arXiv:2406.16232",
+        url="https://arxiv.org/abs/2406.16232",
+        equation="d = π_J(Σ_t p_t g_t): the preference-weighted gradient projected onto the dual cone {x : J x ≥ 0}",
+        cost="shared",
+        solver="one non-negative QP on the T×T Gramian (host)",
+        reference="tests/test_weightings.py::test_upgrad_and_dualproj_match_torchjd (TorchJD DualProj)",
+    )
 
     def compute_weights(self, gramian: Tensor) -> Tensor:
         return dualproj_weights(gramian, self.preference)
@@ -136,6 +154,18 @@ class DualProj(_PreferenceMethod):
 class AlignedMTL(_PreferenceMethod):
     """Aligned-MTL (:mod:`moomtl.weightings.aligned_mtl`). ``scale_mode``: ``"min"`` (paper, TorchJD),
     ``"median"`` or ``"rmse"`` (authors' code)."""
+
+    card = MethodCard(
+        paper="Senushkin et al., 2023, Independent Component Alignment for Multi-Task Learning, CVPR 2023",
+        url="https://arxiv.org/abs/2305.19000",
+        equation=(
+            "d = Jᵀ w with G = V Σ² Vᵀ, aligned gradients B = σ_min V Σ⁻¹ Vᵀ J (condition number 1), w = B-weights of "
+            "the preference"
+        ),
+        cost="shared",
+        solver="eigendecomposition of the T×T Gramian (host)",
+        reference="tests/test_weightings.py::test_imtl_g_aligned_mtl_mean_sum_match_torchjd (TorchJD AlignedMTL)",
+    )
 
     def __init__(self, preference: Sequence[float] | None = None, scale_mode: str = "min",
                  wrt: Wrt = "shared") -> None:
@@ -151,6 +181,15 @@ class AlignedMTL(_PreferenceMethod):
 @register("imtl_g", "IMTL-G (Liu et al. 2021): equal projections of the update on every unit gradient")
 class IMTLG(JacobianMethod):
     """IMTL-G (:mod:`moomtl.weightings.imtl_g`), pseudo-inverse for linearly dependent gradients."""
+
+    card = MethodCard(
+        paper="Liu et al., 2021, Towards Impartial Multi-task Learning, ICLR 2021",
+        url="https://openreview.net/forum?id=IMPnRXEWpvr",
+        equation="d = Jᵀ w with equal projections dᵀ u_t on every unit gradient u_t = g_t/‖g_t‖",
+        cost="shared",
+        solver="T×T linear solve (host)",
+        reference="tests/test_weightings.py::test_imtl_g_aligned_mtl_mean_sum_match_torchjd (TorchJD IMTLG)",
+    )
 
     def __init__(self, wrt: Wrt = "shared") -> None:
         super().__init__(wrt=wrt)
@@ -175,6 +214,16 @@ class NashMTL(JacobianMethod):
     unclipped ``α``, float64) and the step counter (extra state), so a resumed run reuses exactly
     the weights an uninterrupted one would.
     """
+
+    card = MethodCard(
+        paper="Navon et al., 2022, Multi-Task Learning as a Bargaining Game, ICML 2022",
+        url="https://arxiv.org/abs/2202.01017",
+        equation="d = Jᵀ α with α ⊙ G α = 1 (the Nash bargaining solution), norm clipped at max_norm",
+        cost="shared",
+        solver="Newton solve of α ⊙ Gα = 1 on the T×T Gramian (host)",
+        state="the last weights (reused for update_weights_every steps)",
+        reference="tests/test_weightings.py::test_nash_mtl_solves_its_equation (the optimality equation α ⊙ Gα = 1)",
+    )
 
     def __init__(self, max_norm: float = 1.0, update_weights_every: int = 1, wrt: Wrt = "shared") -> None:
         super().__init__(wrt=wrt)

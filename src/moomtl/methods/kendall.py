@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from moomtl.autodiff.context import StepContext
-from moomtl.methods.base import Method, register, weights_info
+from moomtl.methods.base import Method, MethodCard, register, weights_info
 
 KENDALL_VARIANTS = {"simple": (1.0, 1.0), "regression": (0.5, 0.5), "classification": (1.0, 0.5)}
 
@@ -43,6 +43,18 @@ class UncertaintyWeighting(Method):
     >>> m.objective(torch.tensor([2.0, 0.5])).item()   # e^0·2 + 0 + e^0·0.5 + 0
     2.5
     """
+
+    card = MethodCard(
+        paper=(
+            "Kendall, Gal & Cipolla, 2018, Multi-Task Learning Using Uncertainty to Weigh Losses for Scene Geometry "
+            "and Semantics, CVPR 2018"
+        ),
+        url="https://arxiv.org/abs/1705.07115",
+        equation="min_{θ,s} Σ_t e^(−s_t) L_t + s_t",
+        cost="loss",
+        state="learned log-variances s (a parameter)",
+        reference="tests/test_baselines.py::test_kendall_gradients_of_log_variances_and_model (the gradients by hand)",
+    )
 
     def __init__(self, variant: str = "simple", init: float = 0.0) -> None:
         super().__init__()

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from moomtl.autodiff.context import StepContext
-from moomtl.methods.base import Weighting, as_weight_vector, register
+from moomtl.methods.base import MethodCard, Weighting, as_weight_vector, register
 
 
 @register("linear", "fixed linear scalarization Σ w_t L_t with user weights")
@@ -26,6 +26,17 @@ class LinearScalarization(Weighting):
     >>> LinearScalarization(weights=[3.0, 1.0], normalize=True).w.tolist()
     [0.75, 0.25]
     """
+
+    card = MethodCard(
+        paper="Miettinen, 1999, Nonlinear Multiobjective Optimization (weighted-sum method), Kluwer",
+        url="https://doi.org/10.1007/978-1-4615-5563-6",
+        equation="min_θ Σ_t w_t L_t (fixed w; uniform when not given)",
+        cost="loss",
+        reference=(
+            "tests/test_context.py::test_weighted_backward_equals_linear_scalarization_gradient (autograd of the "
+            "weighted sum)"
+        ),
+    )
 
     preference_param = "weights"
 
@@ -53,6 +64,17 @@ class LinearScalarization(Weighting):
 class Uniform(Weighting):
     """``w_t = 1/T`` (the mean of the task losses)."""
 
+    card = MethodCard(
+        paper="Miettinen, 1999, Nonlinear Multiobjective Optimization (weighted-sum method), Kluwer",
+        url="https://doi.org/10.1007/978-1-4615-5563-6",
+        equation="min_θ (1/T) Σ_t L_t",
+        cost="loss",
+        reference=(
+            "tests/test_method_docs.py::test_uniform_and_single_task_are_their_plain_losses (autograd of the plain "
+            "loss)"
+        ),
+    )
+
     def weights(self, losses: Tensor, ctx: StepContext) -> Tensor:
         return torch.full_like(losses, 1.0 / losses.numel())
 
@@ -61,6 +83,17 @@ class Uniform(Weighting):
 class SingleTask(Weighting):
     """Weight 1 on ``task`` and 0 elsewhere: the single-task baseline on the shared architecture
     (``task=None``: the first task)."""
+
+    card = MethodCard(
+        paper="Caruana, 1997, Multitask Learning, Machine Learning 28 (the single-task baseline)",
+        url="https://doi.org/10.1023/A:1007379606734",
+        equation="min_θ L_task (weight 1 on one task, 0 on the others)",
+        cost="loss",
+        reference=(
+            "tests/test_method_docs.py::test_uniform_and_single_task_are_their_plain_losses (autograd of the plain "
+            "loss)"
+        ),
+    )
 
     def __init__(self, task: str | None = None) -> None:
         super().__init__()

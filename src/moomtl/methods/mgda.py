@@ -33,7 +33,7 @@ from typing import ClassVar
 from torch import Tensor
 
 from moomtl.autodiff.context import StepContext, Wrt
-from moomtl.methods.base import Method, register, weights_info
+from moomtl.methods.base import Method, MethodCard, register, weights_info
 from moomtl.methods.normalizers import NORMALIZERS, gradient_scales, normalize_gramian
 from moomtl.solvers.min_norm import min_norm
 
@@ -99,6 +99,15 @@ class MGDA(_MinNormMethod):
         scale_task_specific: heads get ``α_t ∇L_t`` (True, authors' code) or ``∇L_t`` (False, paper).
     """
 
+    card = MethodCard(
+        paper="Sener & Koltun, 2018, Multi-Task Learning as Multi-Objective Optimization, NeurIPS 2018",
+        url="https://arxiv.org/abs/1810.04650",
+        equation="d = Jᵀ α, α = argmin_{α∈Δ} ‖Jᵀ α‖² (the min-norm point of the gradients' convex hull)",
+        cost="shared",
+        solver="min-norm QP on the T×T Gramian (active set, host)",
+        reference="tests/test_weightings.py::test_mgda_matches_torchjd_where_its_frank_wolfe_converges (TorchJD MGDA)",
+    )
+
     wrt: ClassVar[Wrt] = "shared"
 
 
@@ -124,5 +133,17 @@ class MGDAUB(_MinNormMethod):
     >>> round(float(info["weight/a"] + info["weight/b"]), 6)
     1.0
     """
+
+    card = MethodCard(
+        paper="Sener & Koltun, 2018, Multi-Task Learning as Multi-Objective Optimization, NeurIPS 2018",
+        url="https://arxiv.org/abs/1810.04650",
+        equation="α = argmin_{α∈Δ} ‖Σ_t α_t ∇_z L_t‖², then backward Σ_t α_t L_t (upper bound through z)",
+        cost="representation",
+        solver="min-norm QP on the T×T Gramian of ∂L/∂z (active set, host)",
+        reference=(
+            "tests/test_mgda.py::test_mgda_ub_with_identity_encoder_equals_mgda (MGDA, which it equals when z is the "
+            "parameters)"
+        ),
+    )
 
     wrt: ClassVar[Wrt] = "representation"

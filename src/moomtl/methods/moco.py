@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from moomtl.autodiff.context import StepContext
-from moomtl.methods.base import Method, register, shared_size, weights_info
+from moomtl.methods.base import Method, MethodCard, register, shared_size, weights_info
 from moomtl.methods.sdmgrad import project_simplex_nosync
 
 LAMBDA_UPDATES = ("softmax", "projection")
@@ -59,6 +59,18 @@ class MoCo(Method):
         rho: ℓ2 regularization of ``λ``'s update (``MoCo_rho``, default 0).
         lambda_update: ``"softmax"`` (LibMTL) or ``"projection"`` (the paper).
     """
+
+    card = MethodCard(
+        paper=(
+            "Fernando et al., 2023, Mitigating Gradient Bias in Multi-objective Learning: A Provably Convergent "
+            "Approach, ICLR 2023"
+        ),
+        url="https://openreview.net/forum?id=dLAYGdKTi2",
+        equation="Y ← Y − β_k (Y − J) (tracked gradients), λ ← Π_Δ(λ − γ_k (Y Yᵀ + ρ I) λ), d = Yᵀ λ",
+        cost="shared",
+        state="tracked gradients Y (T × n), weights λ and the step count",
+        reference="tests/test_methods_gradient_zoo.py::test_moco_matches_libmtl_over_steps (LibMTL MoCo)",
+    )
 
     def __init__(self, beta: float = 0.5, beta_sigma: float = 0.5, gamma: float = 0.1, gamma_sigma: float = 0.5,
                  rho: float = 0.0, lambda_update: str = "softmax") -> None:

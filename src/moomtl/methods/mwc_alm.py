@@ -79,7 +79,7 @@ from torch import Tensor, nn
 
 from moomtl.autodiff.context import StepContext
 from moomtl.events import TrainState
-from moomtl.methods.base import Method, as_weight_vector, register
+from moomtl.methods.base import Method, MethodCard, as_weight_vector, register
 
 OuterUnit = Literal["epoch", "step"]
 TUpdate = Literal["exact", "optimizer"]
@@ -219,6 +219,25 @@ class MWCALM(Method):
     >>> m.multipliers.tolist(), float(m.penalty)
     ([0.5, 0.5], 1.0)
     """
+
+    card = MethodCard(
+        paper=(
+            "Hotegni, Berkemeier & Peitz, 2024, Multi-Objective Optimization for Sparse Deep Multi-Task Learning, "
+            "IJCNN 2024"
+        ),
+        url="https://arxiv.org/abs/2308.12243",
+        equation=(
+            "min t s.t. k_i[(f_i − a_i) + ε Σ_j (f_j − a_j)] ≤ t by a PHR augmented Lagrangian; λ ← max(0, λ + μ c̄), "
+            "μ ← min(ρμ, μ_max)"
+        ),
+        cost="loss",
+        solver="exact minimizer in t (sort of m numbers, device)",
+        state="multipliers λ, penalty μ, t, the constraint accumulator, the outer-step history",
+        reference=(
+            "tests/test_mwc_alm.py::test_alm_converges_to_the_pareto_point_of_the_preference (the Pareto point of the "
+            "preference on convex quadratics)"
+        ),
+    )
 
     preference_param = "preference"
 

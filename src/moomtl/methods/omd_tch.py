@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 from moomtl.autodiff.context import StepContext
 from moomtl.events import TrainingError, TrainState
-from moomtl.methods.base import register, weights_info
+from moomtl.methods.base import MethodCard, register, weights_info
 from moomtl.methods.chebyshev import IdealSpec, PreferenceMethod, active_info
 
 DUALS = ("eg", "euclidean")
@@ -247,6 +247,25 @@ class OMDTCH(PreferenceMethod):
     State (in ``state_dict``): the dual ``p`` and step counter as buffers; the archive (loss vectors,
     credits, parameter copies) and the running average as extra state.
     """
+
+    card = MethodCard(
+        paper=(
+            "Liu et al., 2024, Online Mirror Descent for Tchebycheff Scalarization in Multi-Objective Optimization, "
+            "arXiv:2410.21764"
+        ),
+        url="https://arxiv.org/abs/2410.21764",
+        equation=(
+            "backward Σ_t p_t λ_t L_t; p ← p ⊙ exp(η λ ⊙ (L − z)) / Σ; output: credit-weighted average of "
+            "non-dominated iterates"
+        ),
+        cost="loss",
+        solver="archive update on the host every archive_every steps (conversion='adaptive', archive_on='step')",
+        state="dual p, step count, the archive of parameter copies with credits (or the running average)",
+        reference=(
+            "tests/test_omd_tch.py::test_converted_output_approaches_the_tch_optimum (the Tchebycheff optimum of a "
+            "convex problem)"
+        ),
+    )
 
     def __init__(
         self, preference: Sequence[float] | None = None, ideal: IdealSpec = None, margin: float = 1e-3,

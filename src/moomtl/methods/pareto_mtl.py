@@ -50,7 +50,7 @@ import torch
 from torch import Tensor, nn
 
 from moomtl.autodiff.context import StepContext
-from moomtl.methods.base import Method, as_weight_vector, register, weights_info
+from moomtl.methods.base import Method, MethodCard, as_weight_vector, register, weights_info
 from moomtl.pareto.preferences import das_dennis
 from moomtl.solvers.min_norm import min_norm
 
@@ -100,6 +100,22 @@ class ParetoMTL(Method):
         n_preferences: K, the size of the reference set (paper: 5).
         init_epochs: longest initial feasibility phase, in epochs (official: 2; 0 skips it).
     """
+
+    card = MethodCard(
+        paper="Lin et al., 2019, Pareto Multi-Task Learning, NeurIPS 2019",
+        url="https://arxiv.org/abs/1912.12854",
+        equation=(
+            "min-norm direction subject to (u_j − u_k)ᵀ L ≤ 0 for the preference's sub-region (after a feasibility "
+            "phase)"
+        ),
+        cost="shared",
+        solver="constrained min-norm QP (host)",
+        state="whether the feasibility phase is over",
+        reference=(
+            "tests/test_methods_loss_zoo_pref.py::test_pmtl_weights_match_the_official_direction (the official code's "
+            "direction)"
+        ),
+    )
 
     preference_param: ClassVar[str | None] = "preference"
 

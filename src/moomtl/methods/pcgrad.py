@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from moomtl.autodiff.context import StepContext
-from moomtl.methods.base import check_wrt, register, weights_info
+from moomtl.methods.base import MethodCard, check_wrt, register, weights_info
 from moomtl.methods.random_weighting import SeededMethod
 
 
@@ -66,6 +66,19 @@ class PCGrad(SeededMethod):
     """PCGrad (see the module docstring). ``seed`` drives the random orders. ``wrt="representation"``
     runs the projections on the gradients w.r.t. the shared representation (one backward through the
     encoder, like MGDA-UB) instead of the shared parameters."""
+
+    card = MethodCard(
+        paper="Yu et al., 2020, Gradient Surgery for Multi-Task Learning, NeurIPS 2020",
+        url="https://arxiv.org/abs/2001.06782",
+        equation="g_i ← g_i − (g_iᵀ g_j / ‖g_j‖²) g_j for every j (random order) with g_iᵀ g_j < 0; d = Σ_i g_i",
+        cost="shared",
+        solver="sequential projections on the T×T Gramian (host)",
+        state="its random generator (seed)",
+        reference=(
+            "tests/test_baselines.py::test_pcgrad_coefficients_match_explicit_projections (explicit projections of "
+            "the gradients)"
+        ),
+    )
 
     def __init__(self, seed: int = 0, wrt: str = "shared") -> None:
         super().__init__(seed=seed)

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from moomtl.autodiff.context import StepContext
-from moomtl.methods.base import Method, Weighting, check_wrt, register, weights_info
+from moomtl.methods.base import Method, MethodCard, Weighting, check_wrt, register, weights_info
 
 DISTRIBUTIONS = ("normal", "dirichlet", "uniform", "bernoulli")
 
@@ -112,6 +112,21 @@ class RandomLossWeighting(_RandomSimplex, Weighting):
     True
     """
 
+    card = MethodCard(
+        paper=(
+            "Lin et al., 2022, Reasonable Effectiveness of Random Weighting: A Litmus Test for Multi-Task Learning, "
+            "TMLR"
+        ),
+        url="https://arxiv.org/abs/2111.10603",
+        equation="backward Σ_t λ_t L_t, λ = softmax(ε), ε ~ N(0, I) drawn each step",
+        cost="loss",
+        state="its random generator (seed)",
+        reference=(
+            "tests/test_baselines.py::test_random_weight_distributions_have_the_right_means (the distributions' "
+            "means)"
+        ),
+    )
+
     def weights(self, losses: Tensor, ctx: StepContext) -> Tensor:
         return torch.as_tensor(self.sample(losses.numel()), dtype=losses.dtype, device=losses.device)
 
@@ -121,6 +136,20 @@ class RandomGradientWeighting(_RandomSimplex):
     """RGW: shared update ``Σ λ_t g_t / ‖g_t‖`` (a zero gradient is left as is); the task-specific
     parameters get ``λ_t ∇L_t`` (the gradient of ``Σ λ_t L_t``, as in RLW). ``wrt="representation"``
     normalizes by ``‖∂L_t/∂z‖`` instead (no per-task encoder backward)."""
+
+    card = MethodCard(
+        paper=(
+            "Lin et al., 2022, Reasonable Effectiveness of Random Weighting: A Litmus Test for Multi-Task Learning, "
+            "TMLR"
+        ),
+        url="https://arxiv.org/abs/2111.10603",
+        equation="d = Σ_t λ_t g_t / ‖g_t‖, λ = softmax(ε), ε ~ N(0, I) each step",
+        cost="shared",
+        state="its random generator (seed)",
+        reference=(
+            "tests/test_baselines.py::test_rgw_weights_normalized_gradients (the definition on explicit gradients)"
+        ),
+    )
 
     def __init__(self, distribution: str = "normal", beta: float = 1.0, seed: int = 0, wrt: str = "shared") -> None:
         super().__init__(distribution=distribution, beta=beta, seed=seed)

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from moomtl.autodiff.context import StepContext
-from moomtl.methods.base import Method, register, weights_info
+from moomtl.methods.base import Method, MethodCard, register, weights_info
 
 
 def project_simplex_nosync(v: Tensor) -> Tensor:
@@ -94,6 +94,19 @@ class SDMGrad(Method):
         lr: step size of those steps (LibMTL: 5).
         momentum: their heavy-ball momentum, in ``[0, 1)`` (LibMTL: 0.5).
     """
+
+    card = MethodCard(
+        paper=(
+            "Xiao, Ban & Ji, 2023, Direction-oriented Multi-objective Learning: Simple and Provable Stochastic "
+            "Algorithms, NeurIPS 2023"
+        ),
+        url="https://arxiv.org/abs/2305.18409",
+        equation="w = argmin_{w∈Δ} ½ ‖Jᵀ w‖² + λ wᵀ J g₀ (g₀ the mean gradient), d = Jᵀ (w + λ/T) / (1 + λ)",
+        cost="shared",
+        solver="niter projected-gradient steps with momentum on the simplex (device)",
+        state="the weights w (warm start)",
+        reference="tests/test_methods_gradient_zoo.py::test_sdmgrad_matches_libmtl_over_steps (LibMTL SDMGrad)",
+    )
 
     def __init__(self, lamda: float = 0.3, niter: int = 20, lr: float = 5.0, momentum: float = 0.5) -> None:
         super().__init__()

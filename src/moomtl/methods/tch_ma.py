@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from moomtl.autodiff.context import StepContext
-from moomtl.methods.base import register, weights_info
+from moomtl.methods.base import MethodCard, register, weights_info
 from moomtl.methods.chebyshev import ChebyshevFamily, IdealSpec
 
 
@@ -50,6 +50,21 @@ class MaTchebycheff(ChebyshevFamily):
     >>> m.weights(torch.tensor([2.0, 0.5]), None).tolist()   # terms (8, 0.67): task a, w = 1/λ_a
     [4.0, 0.0]
     """
+
+    card = MethodCard(
+        paper=(
+            "Ma et al., 2018, On Tchebycheff Decomposition Approaches for Multiobjective Evolutionary Optimization, "
+            "IEEE TEVC 22(2)"
+        ),
+        url="https://doi.org/10.1109/TEVC.2017.2704118",
+        equation="min_θ max_t (L_t − z_t) / λ_t",
+        cost="loss",
+        state="running minimum of the losses when ideal='online' (else none)",
+        reference=(
+            "tests/test_methods_loss_zoo_pref.py::test_tch_ma_equalizes_active_terms_at_the_optimum (optimality: "
+            "equal active terms)"
+        ),
+    )
 
     def __init__(self, preference: Sequence[float] | None = None, ideal: IdealSpec = None,
                  margin: float = 1e-3) -> None:
