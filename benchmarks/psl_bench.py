@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--encoder", default="film")
     ap.add_argument("--alpha", type=float, default=1.0)
+    ap.add_argument("--gain", type=float, default=1.0)
     ap.add_argument("--cache", default=None, help="data cache folder (default: moomtl's)")
     ap.add_argument("--quick", action="store_true", help="MultiMNIST, one seed")
     ap.add_argument("--table-from", type=Path, default=None,
@@ -162,11 +163,11 @@ def main(argv: list[str] | None = None) -> int:
             psl_epochs = max(1, (sw["steps"] // 5) // steps_per_epoch)
             pcfg = copy.deepcopy(cfg)
             pcfg.train.epochs = psl_epochs
-            tag = f"psl-{args.encoder}-a{args.alpha:g}"
+            tag = f"psl-{args.encoder}-a{args.alpha:g}" + (f"-g{args.gain:g}" if args.gain != 1.0 else "")
             pcfg.out = str(where / tag)
             t0 = time.perf_counter()
-            rep = run_psl(pcfg, parse_psl_config({"encoder": args.encoder, "alpha": args.alpha}), resume=True,
-                          splits=splits, preferences=prefs)
+            settings = parse_psl_config({"encoder": args.encoder, "alpha": args.alpha, "gain": args.gain})
+            rep = run_psl(pcfg, settings, resume=True, splits=splits, preferences=prefs)
             psl_seconds = time.perf_counter() - t0
             compare_sweeps([where / "sweep", where / tag], where / f"compare-{tag}")
             hv = json.loads((where / f"compare-{tag}" / "comparison.json").read_text())["hypervolume"]

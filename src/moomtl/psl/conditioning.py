@@ -97,8 +97,9 @@ class FiLM(nn.Module):
     """One MLP ``λ → (γ_l, β_l)`` for all ``layers`` (``{path in the base model: layer}``); zero-initialized
     output, so the identity at start."""
 
-    def __init__(self, layers: Mapping[str, nn.Module], n_tasks: int, hidden: int = 32) -> None:
+    def __init__(self, layers: Mapping[str, nn.Module], n_tasks: int, hidden: int = 32, gain: float = 1.0) -> None:
         super().__init__()
+        self.gain = float(gain)
         self.paths = list(layers)
         self.channels = [int(layers[p].weight.shape[0]) for p in self.paths]
         self.has_bias = [layers[p].bias is not None for p in self.paths]
@@ -106,7 +107,7 @@ class FiLM(nn.Module):
         self.net = PreferenceMLP(n_tasks, hidden, total, zero_output=True)
 
     def forward(self, pref: Tensor, base: nn.Module) -> dict[str, Tensor]:
-        out = self.net(pref)
+        out = self.gain * self.net(pref)
         params: dict[str, Tensor] = {}
         offset = 0
         for path, ch, has_bias in zip(self.paths, self.channels, self.has_bias, strict=True):
@@ -137,8 +138,10 @@ class LowRank(nn.Module):
     """A rank-``rank`` update ``U diag(MLP(λ)) Vᵀ`` (and ``B MLP(λ)`` for the bias) of each of ``layers``,
     one hypernetwork per layer; ``U``, ``B`` start at zero (the identity)."""
 
-    def __init__(self, layers: Mapping[str, nn.Module], n_tasks: int, hidden: int = 32, rank: int = 4) -> None:
+    def __init__(self, layers: Mapping[str, nn.Module], n_tasks: int, hidden: int = 32, rank: int = 4,
+                 gain: float = 1.0) -> None:
         super().__init__()
+        self.gain = float(gain)
         self.paths = list(layers)
         self.layers = nn.ModuleDict({_key(p): _LayerLowRank(layers[p], n_tasks, hidden, rank) for p in self.paths})
 
@@ -147,20 +150,21 @@ class LowRank(nn.Module):
         for path in self.paths:
             g = self.layers[_key(path)]
             layer = base.get_submodule(path)
-            for name, value in low_rank_parameters(layer.weight, layer.bias, g.u, g.v, g.coef(pref), g.b).items():
+            c = self.gain * g.coef(pref)
+            for name, value in low_rank_parameters(layer.weight, layer.bias, g.u, g.v, c, g.b).items():
                 params[f"{path}.{name}"] = value
         return params
 
 
-Conditioning = Callable[..., nn.Module]  # (layers, n_tasks, hidden=, rank=) -> module(pref, base) -> params
+Conditioning = Callable[..., nn.Module]  # (layers, n_tasks, hidden, rank, gain) -> module(pref, base) -> params
 
 
-def _film(layers: Mapping[str, nn.Module], n_tasks: int, hidden: int, rank: int) -> nn.Module:
-    return FiLM(layers, n_tasks, hidden)
+def _film(layers: Mapping[str, nn.Module], n_tasks: int, hidden: int, rank: int, gain: float) -> nn.Module:
+    return FiLM(layers, n_tasks, hidden, gain)
 
 
-def _low_rank(layers: Mapping[str, nn.Module], n_tasks: int, hidden: int, rank: int) -> nn.Module:
-    return LowRank(layers, n_tasks, hidden, rank)
+def _low_rank(layers: Mapping[str, nn.Module], n_tasks: int, hidden: int, rank: int, gain: float) -> nn.Module:
+    return LowRank(layers, n_tasks, hidden, rank, gain)
 
 
 #: Encoder conditionings by name (``none``: the encoder is not conditioned).
@@ -217,6 +221,9 @@ class PreferenceConditionedModel(MultiTaskModel):
         encoder: ``film``, ``lora`` or ``none`` (:data:`ENCODER_CONDITIONINGS`).
         heads: ``lowrank`` or ``none`` (:data:`HEAD_CONDITIONINGS`).
         hidden: width of the hypernetworks' hidden layer; rank: rank of the low-rank updates.
+        gain: factor on every hypernetwork output (γ, β and the low-rank coefficients ``c``); it scales
+            how fast the preference dependence is learned relative to the base parameters (the
+            gradient step of ``U`` and of FiLM's output layer grows with it).
 
     >>> from moomtl.models.lenet import hps_lenet
     >>> m = PreferenceConditionedModel(hps_lenet(), encoder="film", heads="lowrank")
@@ -225,7 +232,7 @@ class PreferenceConditionedModel(MultiTaskModel):
     """
 
     def __init__(self, base: MultiTaskModel, encoder: str = "film", heads: str = "lowrank", hidden: int = 32,
-                 rank: int = 4) -> None:
+                 rank: int = 4, gain: float = 1.0) -> None:
         super().__init__()
         if encoder not in ENCODER_CONDITIONINGS:
             raise ValueError(f"unknown encoder conditioning {encoder!r}; choose {', '.join(ENCODER_CONDITIONINGS)}")
@@ -233,6 +240,8 @@ class PreferenceConditionedModel(MultiTaskModel):
             raise ValueError(f"unknown head conditioning {heads!r}; choose {', '.join(HEAD_CONDITIONINGS)}")
         if hidden < 1 or rank < 1:
             raise ValueError(f"hidden and rank must be ≥ 1, got hidden={hidden}, rank={rank}")
+        if not gain > 0:
+            raise ValueError(f"gain must be > 0, got {gain}")
         self.base = base
         self.task_names = tuple(base.task_names)
         n = len(self.task_names)
@@ -243,8 +252,8 @@ class PreferenceConditionedModel(MultiTaskModel):
             raise ValueError(f"encoder conditioning {encoder!r}: the encoder has no Linear/Conv layer to condition")
         if make_heads is not None and not head_layers:
             raise ValueError(f"head conditioning {heads!r}: the heads have no Linear/Conv layer to condition")
-        self.encoder_conditioning = make_enc(enc_layers, n, hidden, rank) if make_enc is not None else None
-        self.head_conditioning = make_heads(head_layers, n, hidden, rank) if make_heads is not None else None
+        self.encoder_conditioning = make_enc(enc_layers, n, hidden, rank, gain) if make_enc is not None else None
+        self.head_conditioning = make_heads(head_layers, n, hidden, rank, gain) if make_heads is not None else None
 
     def set_preference(self, pref: Sequence[float] | Tensor) -> None:
         """Condition on ``pref`` (checked, normalized to the simplex) from now on."""

@@ -4,7 +4,7 @@ scalarization the model is trained with, without a preference: it is drawn per b
 
 .. code-block:: yaml
 
-    psl: {encoder: film, heads: lowrank, hidden: 32, rank: 4, alpha: 1.0}
+    psl: {encoder: film, heads: lowrank, hidden: 32, rank: 4, alpha: 1.0, gain: 1.0}
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ class PSLConfig:
     hidden: int = 32  # hidden width of the hypernetworks
     rank: int = 4  # rank of the low-rank updates
     alpha: float = 1.0  # Dirichlet concentration of the per-batch preference (1: uniform on the simplex)
+    gain: float = 1.0  # factor on the hypernetwork outputs (how fast the preference dependence is learned)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -47,6 +48,8 @@ def parse_psl_config(raw: Any) -> PSLConfig:
         raise ConfigError("psl.encoder and psl.heads are both none: the model would not depend on the preference")
     if p.hidden < 1 or p.rank < 1:
         raise ConfigError(f"psl.hidden and psl.rank must be ≥ 1, got hidden={p.hidden}, rank={p.rank}")
+    if not p.gain > 0:
+        raise ConfigError(f"psl.gain must be > 0, got {p.gain}")
     if not p.alpha > 0:
         raise ConfigError(f"psl.alpha (Dirichlet concentration) must be > 0, got {p.alpha}")
     return p

@@ -53,7 +53,8 @@ def build_base(cfg: ExperimentConfig, spec: Mapping[str, Any]) -> MultiTaskModel
 
 def build_conditioned(base: MultiTaskModel, psl: PSLConfig) -> PreferenceConditionedModel:
     try:
-        return PreferenceConditionedModel(base, encoder=psl.encoder, heads=psl.heads, hidden=psl.hidden, rank=psl.rank)
+        return PreferenceConditionedModel(base, encoder=psl.encoder, heads=psl.heads, hidden=psl.hidden, rank=psl.rank,
+                                          gain=psl.gain)
     except ValueError as e:
         raise ConfigError(f"psl: {e}") from None
 
