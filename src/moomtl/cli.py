@@ -166,9 +166,14 @@ def methods(
     if markdown:
         typer.echo(method_catalogue_markdown(), nl=False)
         return
-    table = Table("method", "description", "hyper-parameters (default)", "swept by")
+    from moomtl.methods.base import available_methods
+
+    table = Table("method", "description", "hyper-parameters (default)", "swept by", "cost")
+    classes = available_methods()
     for r in method_catalogue():
-        table.add_row(r["name"], r["description"], r["hyperparameters"], r["preference"] or "-")
+        card = classes[r["name"]].card
+        table.add_row(r["name"], r["description"], r["hyperparameters"], r["preference"] or "-",
+                      card.cost if card is not None else "")
     console.print(table)
 
 
