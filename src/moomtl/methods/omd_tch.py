@@ -251,7 +251,8 @@ class OMDTCH(PreferenceMethod):
     card = MethodCard(
         paper=(
             "Liu et al., 2024, Online Mirror Descent for Tchebycheff Scalarization in Multi-Objective Optimization, "
-            "arXiv:2410.21764"
+            "arXiv:2410.21764 (v3: Adaptive Online Mirror Descent for Tchebycheff Scalarization in Multi-Objective "
+            "Learning, TMLR 2026)"
         ),
         url="https://arxiv.org/abs/2410.21764",
         equation=(
