@@ -61,6 +61,10 @@ def test_parallel_sweep_and_compare(tmp_path):
     assert "| lin | linear | 2 |" in md and "| tch | tch | 2 |" in md
     cmp = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert set(cmp["hypervolume"]) == {"lin", "tch"}
+    assert cmp["hypervolume_stats"]["lin"] == {"mean": cmp["hypervolume"]["lin"], "sd": None, "n": 1, "ci95": None}
+    assert "the interval of lin and tch is undefined (1 seed)" in md  # one seed: no 95 % statement
+    saved = json.loads((tmp_path / "tch" / "results.json").read_text())
+    assert cmp["degenerate_front"]["tch"] == saved["degenerate_front"] == saved["front_conflict"]["degenerate"]
     assert (tmp_path / "cmp" / "comparison.png").stat().st_size > 0
     assert lin.hypervolume >= 0
 

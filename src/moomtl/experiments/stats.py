@@ -125,8 +125,8 @@ def delta_m(
     (Liu et al. 2021's convention: lower is better, 0 at the baselines). A baseline of 0 or a
     non-finite value makes Δm undefined (``ValueError``).
 
-    >>> delta_m({"a": 0.99, "b": 0.5}, {"a": 0.9, "b": 0.5}, {"a": True, "b": False})  # a gains 10 %
-    -5.0
+    >>> delta_m({"a": 0.95, "b": 0.25}, {"a": 0.95, "b": 0.5}, {"a": True, "b": False})  # b's loss halves
+    -25.0
     """
     if not baselines:
         raise ValueError("Δm needs at least one baseline")
