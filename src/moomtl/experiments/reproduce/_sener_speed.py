@@ -1,0 +1,118 @@
+"""Per-step CPU time of MGDA, MGDA-UB and uniform scaling on the papers' models, as RATIOS measured in one
+process: every method has its own model copy and optimizer stepping on one fixed batch, the methods are
+interleaved round-robin in a seeded shuffled order per round, and each step is timed with
+``time.process_time`` (the CPU seconds of this process, which other processes on a shared machine do
+not inflate the way they inflate wall time); medians per method.
+
+The training step, the Cityscapes setting and the paper's ratios come from
+``benchmarks/paper_models_bench.py`` (loaded from the source checkout, not copied); this module adds the
+MultiMNIST LeNet setting, a CelebA setting with any number of tasks, and the process-time loop.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+from moomtl.data.base import DataError
+from moomtl.models.base import MultiTaskModel
+from moomtl.models.registry import build_model
+from moomtl.tasks import Classification, Task
+
+#: (make_model, inputs, targets, tasks): the benchmark's setting tuple.
+Setting = tuple[Callable[[], MultiTaskModel], torch.Tensor, dict[str, torch.Tensor], dict[str, Task]]
+
+BENCH = Path("benchmarks") / "paper_models_bench.py"
+
+
+@cache
+def paper_models_bench() -> ModuleType:
+    """``benchmarks/paper_models_bench.py`` of the source checkout this package runs from."""
+    path = Path(__file__).resolve().parents[4] / BENCH
+    if not path.is_file():
+        raise DataError(f"sener2018-speed times the steps of {BENCH}, which is not at {path}: run it from a source "
+                        "checkout of moomtl (pip install -e .)")
+    spec = importlib.util.spec_from_file_location("moomtl_paper_models_bench", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def celeba_setting(batch: int, size: int, n_tasks: int = 40, model: str = "resnet18_celeba") -> Setting:
+    """The benchmark's CelebA setting with ``n_tasks`` binary attributes (the paper: 40)."""
+    names = tuple(f"attr{i:02d}" for i in range(n_tasks))
+    x = torch.randn(batch, 3, size, size)
+    targets = {t: torch.randint(0, 2, (batch,)) for t in names}
+    tasks: dict[str, Task] = {t: Classification() for t in names}
+    return (lambda: build_model(model, names, [2] * n_tasks, input_shape=(3, size, size))), x, targets, tasks
+
+
+def multimnist_setting(batch: int) -> Setting:
+    """The paper's MultiMNIST HPS LeNet: two 10-way digit tasks on 1×28×28 inputs."""
+    names = ("left", "right")
+    x = torch.randn(batch, 1, 28, 28)
+    targets = {t: torch.randint(0, 10, (batch,)) for t in names}
+    tasks: dict[str, Task] = {t: Classification() for t in names}
+    return (lambda: build_model("hps_lenet", names, [10, 10], input_shape=(1, 28, 28))), x, targets, tasks
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """``torch.set_num_threads(n)`` for the block (``None``: unchanged). One thread keeps process time
+    free of the CPU that idle OpenMP workers burn spinning when the machine is busy."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def time_steps(setting: Setting, methods: Mapping[str, str], rounds: int, warmup: int, seed: int,
+               threads: int | None = 1) -> dict[str, list[float]]:
+    """``{label: [process seconds per step]}`` for ``methods`` (label → registered method name), each
+    stepped ``warmup`` times untimed, then ``rounds`` times interleaved in a shuffled order per round."""
+    step_cls = paper_models_bench().Step
+    make_model, x, targets, tasks = setting
+    with torch_threads(threads):
+        torch.manual_seed(seed)
+        steps = {label: step_cls(name, make_model, x, targets, tasks) for label, name in methods.items()}
+        for step in steps.values():
+            for _ in range(warmup):
+                step()
+        times: dict[str, list[float]] = {label: [] for label in steps}
+        rng = random.Random(seed)
+        for _ in range(rounds):
+            order = list(steps)
+            rng.shuffle(order)
+            for label in order:
+                t0 = time.process_time()
+                steps[label]()
+                times[label].append(time.process_time() - t0)
+    return times
+
+
+def medians(times: Mapping[str, Sequence[float]]) -> dict[str, float]:
+    return {label: statistics.median(ts) for label, ts in times.items()}
+
+
+def ratio(times: Mapping[str, Sequence[float]], num: str, den: str) -> float:
+    """median(num) / median(den) (∞-free: a zero denominator is a ValueError)."""
+    m = medians(times)
+    if not m[den] > 0:
+        raise ValueError(f"median step time of {den} is {m[den]}; cannot form a ratio")
+    return m[num] / m[den]
+
