@@ -271,28 +271,15 @@ def parse_config(raw: dict[str, Any] | None) -> ExperimentConfig:
     _check_device(cfg.train.device)
     if cfg.train.amp not in (None, "bf16", "fp16"):
         raise ConfigError(f"train.amp must be bf16, fp16 or null, got {cfg.train.amp!r}")
-    if cfg.data.dataset not in DATASETS:
-        raise ConfigError(f"data.dataset: unknown data set {cfg.data.dataset!r}; choose one of {', '.join(DATASETS)}")
-    if cfg.data.interpolation not in ("nearest", "bilinear"):
-        raise ConfigError(f"data.interpolation must be nearest or bilinear, got {cfg.data.interpolation!r}")
-    if cfg.data.interpolation != "nearest" and cfg.data.dataset not in DIGIT_PAIR_DATASETS:
-        raise ConfigError(f"data.interpolation only applies to {', '.join(DIGIT_PAIR_DATASETS)}, "
-                          f"not {cfg.data.dataset!r}")
-    _check_image_size(cfg.data)
+    _check_data(cfg.data)
     if cfg.model.init not in ("default", "lsuv"):
         raise ConfigError(f"model.init must be default or lsuv, got {cfg.model.init!r}")
-    if cfg.data.attributes is not None and cfg.data.dataset != "celeba":
-        raise ConfigError(f"data.attributes only applies to dataset celeba, not {cfg.data.dataset!r}")
-    if cfg.data.stream and cfg.data.dataset != "celeba":
-        raise ConfigError(f"data.stream only applies to dataset celeba, not {cfg.data.dataset!r}")
     if cfg.train.num_workers < 0:
         raise ConfigError(f"train.num_workers must be ≥ 0, got {cfg.train.num_workers}")
     return cfg
 
 
 SEED_LIMIT = 2**32
-DIGIT_PAIR_DATASETS = ("multimnist", "multifashion", "multifashion+mnist")
-DATASETS = (*DIGIT_PAIR_DATASETS, "cifar10mnist", "celeba", "cityscapes", "dense_multimnist", "dense_multifashion")
 
 
 def _check_device(device: str) -> None:
@@ -307,32 +294,29 @@ def _check_device(device: str) -> None:
         raise ConfigError(f"train.device: {device!r} is not a device; use cpu, cuda, cuda:<index> or auto") from None
 
 
-def _check_image_size(d: DataConfig) -> None:
-    size = d.image_size
-    if size is None:
-        return
-    if d.dataset == "celeba":
-        if not isinstance(size, int) or size < 1:
-            raise ConfigError(f"data.image_size for celeba is one side length ≥ 1, got {size!r}")
-    # The size rules of the dense builders live with them; the config only names the key.
-    elif d.dataset in ("dense_multimnist", "dense_multifashion"):
-        from moomtl.data.dense_digits import check_canvas
+def _check_data(d: DataConfig) -> None:
+    """The data set is registered (:mod:`moomtl.data.sets`), every ``data.*`` key set away from its default
+    is one that data set reads, and the data set's own validation passes."""
+    from dataclasses import fields
 
-        try:
-            check_canvas(size)
-        except ValueError as e:
-            raise ConfigError(f"data.image_size for {d.dataset} is the canvas side: {e}") from None
-    elif d.dataset == "cityscapes":
-        from moomtl.data.cityscapes import check_image_size
+    from moomtl.data.sets import datasets_reading, get_dataset
 
+    try:
+        spec = get_dataset(d.dataset)
+    except KeyError as e:
+        raise ConfigError(f"data.dataset: {e.args[0]}") from None
+    defaults = DataConfig()
+    for f in fields(DataConfig):
+        if not spec.reads(f.name) and getattr(d, f.name) != getattr(defaults, f.name):
+            readers = datasets_reading(f.name)
+            where = f"dataset {readers[0]}" if len(readers) == 1 else \
+                f"datasets {', '.join(readers[:-1])} and {readers[-1]}"
+            raise ConfigError(f"data.{f.name} only applies to {where}, not {d.dataset!r}")
+    if spec.validate is not None:
         try:
-            if not isinstance(size, list):
-                raise ValueError(f"got {size!r}")
-            check_image_size(size)
+            spec.validate(d)
         except ValueError as e:
-            raise ConfigError(f"data.image_size for cityscapes is [H, W]: {e}") from None
-    else:
-        raise ConfigError(f"data.image_size only applies to datasets celeba, cityscapes and dense_*, not {d.dataset!r}")
+            raise ConfigError(str(e)) from None
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

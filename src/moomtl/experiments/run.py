@@ -44,63 +44,16 @@ def build_data(cfg: ExperimentConfig) -> DataSplits:
 
 
 def _build_data(cfg: ExperimentConfig) -> DataSplits:
+    from moomtl.data.sets import get_dataset
+
     d = cfg.data
-    # Split sizes the user set (the digit builders have their own defaults for the others).
-    sizes: dict[str, Any] = {k: v for k, v in (("n_train", d.n_train), ("n_val", d.n_val), ("n_test", d.n_test))
-                             if v is not None}
-    if d.dataset in ("multimnist", "multifashion", "multifashion+mnist"):
-        from moomtl.data.multimnist import build_multitask_digits
-
-        return build_multitask_digits(
-            kind=d.dataset, source=d.source, root=d.root, seed=d.seed, cache_dir=d.cache_dir,
-            interpolation=d.interpolation, **sizes
-        )
-    if d.dataset == "cifar10mnist":
-        from moomtl.data.cifar10mnist import build_cifar10mnist_from_roots
-
-        return build_cifar10mnist_from_roots(
-            cifar_root=d.cifar_root, mnist_source=d.source, mnist_root=d.root, seed=d.seed,
-            n_train=d.n_train, n_val=d.n_val, n_test=d.n_test, cache_dir=d.cache_dir,
-        )
-    if d.dataset == "celeba":
-        from moomtl.data.celeba import build_celeba, check_attributes
-
-        if d.root is None:
-            raise ConfigError(
-                "data.root: dataset celeba needs the CelebA root (the folder holding list_attr_celeba.txt, "
-                "list_eval_partition.txt and img_align_celeba/, or Anno/, Eval/ and Img/)"
-            )
-        try:
-            check_attributes(d.attributes)
-        except ValueError as e:
-            raise ConfigError(f"data.attributes: {e}") from None
-        return build_celeba(
-            d.root, image_size=d.image_size if d.image_size is not None else 64, attributes=d.attributes,
-            n_train=d.n_train, n_val=d.n_val, n_test=d.n_test, seed=d.seed, cache_dir=d.cache_dir, stream=d.stream,
-        )
-    if d.dataset in ("dense_multimnist", "dense_multifashion"):
-        from moomtl.data.dense_digits import build_dense_digits
-
-        return build_dense_digits(
-            kind=d.dataset.removeprefix("dense_"), source=d.source, root=d.root, seed=d.seed, cache_dir=d.cache_dir,
-            canvas=d.image_size if isinstance(d.image_size, int) else 64, **sizes,
-        )
-    if d.dataset == "cityscapes":
-        from moomtl.data.cityscapes import build_cityscapes
-
-        if d.root is None:
-            raise ConfigError(
-                "data.root: dataset cityscapes needs the Cityscapes root (the folder holding leftImg8bit/, "
-                "gtFine/ and disparity/)"
-            )
-        size = tuple(d.image_size) if isinstance(d.image_size, list) else (128, 256)
-        n_val = d.n_val if d.n_val is not None else 275  # the paper's held-out validation images
-        return build_cityscapes(d.root, image_size=size, n_train=d.n_train, n_val=n_val, n_test=d.n_test,
-                                seed=d.seed, cache_dir=d.cache_dir)
-    raise ConfigError(
-        f"data.dataset: unknown data set {d.dataset!r}; choose multimnist, multifashion, "
-        "multifashion+mnist, cifar10mnist, celeba, cityscapes, dense_multimnist or dense_multifashion"
-    )
+    try:
+        spec = get_dataset(d.dataset)
+    except KeyError as e:
+        raise ConfigError(f"data.dataset: {e.args[0]}") from None
+    if spec.needs_root is not None and d.root is None:
+        raise ConfigError(f"data.root: dataset {d.dataset} needs {spec.needs_root}")
+    return spec.build(d)
 
 
 def build_model_from(cfg: ExperimentConfig, splits: DataSplits) -> MultiTaskModel:
@@ -152,10 +105,11 @@ def build_method_from(cfg: ExperimentConfig) -> Method:
 def make_trainer(cfg: ExperimentConfig, model: Any, method: Method, out_dir: Path, **extra: Any) -> Trainer:
     """The configured :class:`Trainer`; data sets with training-time augmentation get it here, so every
     caller (single runs, sweeps, the sparse pipeline) trains the same way."""
-    if cfg.data.dataset == "cifar10mnist" and "train_transform" not in extra:
-        from moomtl.data.cifar10mnist import augment_train_batch
+    from moomtl.data.sets import get_dataset
 
-        extra["train_transform"] = augment_train_batch  # RandomRotation(20), training batches only
+    transform = get_dataset(cfg.data.dataset).train_transform  # e.g. cifar10mnist's RandomRotation(20)
+    if transform is not None and "train_transform" not in extra:
+        extra["train_transform"] = transform
     if cfg.train.tensorboard and distributed_rank() == 0:
         from moomtl.train.tensorboard import TensorBoardLogger
 
