@@ -278,3 +278,31 @@ def test_train_with_seeds_reports_mean_and_sd(tmp_path):
     assert res["metrics"]["test/left/acc"]["n"] == 2 and "| test/left/acc |" in r.output
     r = CliRunner().invoke(app, ["train", "-c", cfg, "--resume", "--out", str(out / "seed_0")])  # a whole run
     assert r.exit_code == 0 and "already finished, nothing to train" in r.output
+
+
+def test_seed_report_igd_plus_per_seed_and_degenerate_warning(tmp_path, monkeypatch):
+    """write_seed_fronts on constructed rows (no training): IGD+ per seed against a reference front
+    (checked with moomtl.pareto.igd_plus), and a front where one point dominates is flagged in
+    results.md (next to the hypervolume) and results.json."""
+    import moomtl.experiments.report as report_mod
+    from moomtl.pareto import igd_plus
+
+    monkeypatch.setattr(report_mod, "_plot_front", lambda *a, **k: None)
+
+    def row(label, left, right):
+        return {"label": label, "method": "linear", "preference": None, "left/loss": left, "left/acc": 0.9,
+                "right/loss": right, "right/acc": 0.8, "wall_seconds": 1.0, "run_dir": label}
+
+    seeds = [(0, [row("a", 0.30, 0.31), row("b", 0.50, 0.40), row("c", 0.40, 0.60)]),
+             (1, [row("a", 0.32, 0.30), row("b", 0.55, 0.45), row("c", 0.45, 0.50)])]
+    ref_front = np.array([[0.2, 0.5], [0.5, 0.2]])
+    report = report_mod.write_seed_fronts(seeds, ["left", "right"], tmp_path, "t", reference_front=ref_front)
+    res = json.loads((tmp_path / "results.json").read_text())
+    each = [igd_plus(np.array([[r["left/loss"], r["right/loss"]] for r in rows]), ref_front) for _, rows in seeds]
+    assert [e["igd_plus"] for e in res["per_seed"]] == pytest.approx(each)
+    assert res["igd_plus_stats"]["mean"] == pytest.approx(np.mean(each)) == pytest.approx(res["igd_plus"])
+    assert res["degenerate_front"] is True and res["front_conflict"]["ideal_gap"] == pytest.approx(0.0)
+    assert [e["degenerate_front"] for e in res["per_seed"]] == [True, True]
+    assert "Warning: degenerate front" in report.markdown and "degenerate in 2 of 2 seeds" in report.markdown
+    assert "0.3100 ± 0.0141" in report.markdown  # point a's left loss: mean ± sd of 0.30 and 0.32
+    assert "delta_m" not in res  # no single-task rows, no Δm
