@@ -89,11 +89,18 @@ class StepContext:
         """The losses' values (detached, ``[T]``): what a method reads to decide its weights. In a
         multi-process run, the global losses (summed over ranks)."""
         if self._loss_values is None:
-            v = self.loss_vector.detach()
-            if self.loss_scale != 1.0:
-                v = v.to(torch.promote_types(v.dtype, torch.float32)) / self.loss_scale
+            v = self.local_loss_values
             self._loss_values = self.reducer.sum_(v.clone()) if self.reducer is not None else v
         return self._loss_values
+
+    @property
+    def local_loss_values(self) -> Tensor:
+        """This process's share of the losses (detached, unscaled, ``[T]``; no communication): in a
+        multi-process run the sum over ranks is :attr:`loss_values`; otherwise the two are the same."""
+        v = self.loss_vector.detach()
+        if self.loss_scale != 1.0:
+            v = v.to(torch.promote_types(v.dtype, torch.float32)) / self.loss_scale
+        return v
 
     @property
     def shared_params(self) -> list[torch.nn.Parameter]:

@@ -340,10 +340,13 @@ class Trainer:
                 losses = {n: v * scale for n, v in losses.items()}
             ctx = StepContext(self.model, losses, z, state.step, state.epoch, structure=structure, reducer=reducer,
                               loss_scale=scale)
-            step_losses = dict(zip(task_names, ctx.loss_values, strict=True))
-            # Finiteness is tracked on the device and read once per epoch (no host sync per step);
-            # a method that fails on non-finite input is answered with the same message.
-            finite = finite & torch.isfinite(ctx.loss_values).all()
+            # Logged losses: under several processes this rank's share (no per-step communication: the
+            # epoch sums are reduced once at the end; methods that decide from the global losses read
+            # ctx.loss_values, reduced when they ask). Finiteness is tracked on the device and read once
+            # per epoch (no host sync per step); a method failing on non-finite input gets the same message.
+            values = ctx.local_loss_values if reducer is not None else ctx.loss_values
+            step_losses = dict(zip(task_names, values, strict=True))
+            finite = finite & torch.isfinite(values).all()
             try:
                 info = self.method.backward(losses, ctx) or {}
             except (ValueError, RuntimeError):
@@ -362,6 +365,12 @@ class Trainer:
                 v = v.detach().to(torch.float64) if isinstance(v, Tensor) else float(v)
                 sums[k] = sums[k] + v if k in sums else v
             counts += 1
+        loss_keys = [f"{n}/loss" for n in task_names]
+        if reducer is not None and counts:  # one reduction per epoch: the global loss sums and finiteness
+            packed = reducer.sum_(torch.stack([*(sums[k].to(self.device) for k in loss_keys),
+                                               (~finite).to(torch.float64)]))
+            sums.update(zip(loss_keys, packed[:-1], strict=True))
+            finite = packed[-1] == 0
         if not bool(finite):  # the one host read of the epoch's finiteness
             raise self._diverged(step_losses, state)
         return {k: float(v) / max(counts, 1) for k, v in sums.items()}
