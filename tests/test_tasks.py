@@ -185,3 +185,22 @@ def test_reports_show_each_tasks_own_metric():
     assert "| p1 | 0.5000 | 2.0000 | 0.41 | 2 | yes |" in md
     cls = [{"label": "q", "a/loss": 0.3, "a/acc": 0.9, "a/err": 0.1}]
     assert "| q | 0.3000 | 90.00 | yes |" in front_markdown(cls, ["a"], np.array([True]))
+
+
+def test_metric_specs_declare_direction_and_format_for_every_task():
+    from moomtl.tasks import MaskedL1, MetricSpec, Segmentation, Task, metric_spec, register_metric
+
+    for task in (Classification(), Segmentation(3), MaskedL1()):
+        assert task.metrics and task.higher_is_better == {m.name: m.higher_is_better for m in task.metrics}
+        for m in task.metrics:
+            assert metric_spec(m.name) is m  # declared metrics are what reports look up
+    assert metric_spec("acc").format(0.5) == "50.00" and metric_spec("l1").format(0.123456) == "0.1235"
+    assert not metric_spec("loss").higher_is_better and not metric_spec("err").higher_is_better
+
+    class Ranking(Task):  # a user's task: its metric is known to reports by being declared
+        metrics = (MetricSpec("ndcg_test_only", True, fmt=".3f"),)
+
+    assert metric_spec("ndcg_test_only").format(0.71234) == "0.712" and Ranking.higher_is_better == {
+        "ndcg_test_only": True}
+    with pytest.raises(ValueError, match="already declared"):
+        register_metric(MetricSpec("acc", False))

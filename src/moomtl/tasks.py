@@ -8,24 +8,84 @@ per-pixel regression) the same way:
 * ``init_state()`` / ``update(state, output, target)`` / ``compute(state)``: metrics accumulated over a
   whole split (sums and counts, or a confusion matrix), so they are exact, not means of batch means.
 
-Metric names are reported as ``<split>/<task>/<metric>``; :attr:`Task.higher_is_better` says which way
-each one improves (reports and plots need it).
+Metric names are reported as ``<split>/<task>/<metric>``. Each task declares its metrics as
+:class:`MetricSpec` objects (name, direction, how to show it): reports, sweeps, Δm, model selection and
+the sparse pipeline read direction and format from there (:func:`metric_spec`), so a new task's metric
+is handled everywhere by being declared. :attr:`Task.higher_is_better` is the same information as a dict.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 
-class Task:
-    """Base class: a loss and metrics accumulated over a split."""
+@dataclass(frozen=True)
+class MetricSpec:
+    """A reported metric: its ``name``, its direction, and how reports show it (``percent``: as
+    ``100·v`` with a ``%`` header; else with ``fmt``).
 
-    #: ``{metric: True if larger is better}``, in the order :meth:`compute` reports them.
+    >>> acc = MetricSpec("acc", higher_is_better=True, percent=True)
+    >>> acc.format(0.98765), acc.header("left"), acc.better(0.9, 0.8)
+    ('98.77', 'left acc %', True)
+    """
+
+    name: str
+    higher_is_better: bool
+    percent: bool = False
+    fmt: str = ".4g"
+    description: str = ""
+
+    def format(self, value: float) -> str:
+        return f"{100 * value:.2f}" if self.percent else f"{value:{self.fmt}}"
+
+    def header(self, task: str) -> str:
+        return f"{task} {self.name}{' %' if self.percent else ''}"
+
+    def better(self, a: float, b: float) -> bool:
+        """Is ``a`` strictly better than ``b``?"""
+        return a > b if self.higher_is_better else a < b
+
+
+#: Every metric name reports may meet: the losses and errors moomtl adds, and each Task's declared ones.
+_METRICS: dict[str, MetricSpec] = {
+    "loss": MetricSpec("loss", False, description="the task's training loss on the split"),
+    "err": MetricSpec("err", False, percent=True, description="1 − accuracy"),
+}
+
+
+def register_metric(spec: MetricSpec) -> MetricSpec:
+    """Make ``spec`` known to reports; a name registered with another direction or format is an error."""
+    known = _METRICS.get(spec.name)
+    if known is not None and (known.higher_is_better, known.percent) != (spec.higher_is_better, spec.percent):
+        raise ValueError(f"metric {spec.name!r} is already declared as {known}, not {spec}")
+    _METRICS.setdefault(spec.name, spec)
+    return _METRICS[spec.name]
+
+
+def metric_spec(name: str) -> MetricSpec:
+    """The :class:`MetricSpec` of a metric name; an undeclared name counts as higher-is-better, shown
+    with 4 significant digits."""
+    return _METRICS.get(name) or MetricSpec(name, True)
+
+
+class Task:
+    """Base class: a loss and metrics accumulated over a split. Subclasses declare ``metrics`` (a tuple
+    of :class:`MetricSpec`, in the order :meth:`compute` reports them); they are registered for reports."""
+
+    metrics: tuple[MetricSpec, ...] = ()
+    #: ``{metric: True if larger is better}`` (derived from ``metrics``).
     higher_is_better: Mapping[str, bool] = {}
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "metrics" in cls.__dict__:
+            cls.metrics = tuple(register_metric(m) for m in cls.metrics)
+            cls.higher_is_better = {m.name: m.higher_is_better for m in cls.metrics}
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -82,7 +142,7 @@ class Classification(Task):
     0.0
     """
 
-    higher_is_better = {"acc": True}
+    metrics = (MetricSpec("acc", True, percent=True, description="accuracy"),)
 
     def __init__(self, ignore_index: int | None = None) -> None:
         if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
@@ -134,7 +194,8 @@ class Segmentation(Task):
     {'miou': 0.25, 'pixel_acc': 0.5}
     """
 
-    higher_is_better = {"miou": True, "pixel_acc": True}
+    metrics = (MetricSpec("miou", True, description="mean IoU over classes present"),
+               MetricSpec("pixel_acc", True, description="pixel accuracy over labelled pixels"))
 
     def __init__(self, n_classes: int, ignore_index: int = 255) -> None:
         if n_classes < 2:
@@ -184,7 +245,7 @@ class MaskedL1(Task):
     {'l1': 1.25}
     """
 
-    higher_is_better = {"l1": False}
+    metrics = (MetricSpec("l1", False, description="mean absolute error over valid pixels"),)
 
     def output_size(self, targets: Sequence[Tensor]) -> int:
         """Channels of the ``[N, C, ...]`` targets (1 for ``[N]`` targets)."""
@@ -211,16 +272,14 @@ class MaskedL1(Task):
 
 
 def metric_higher_is_better(metric: str) -> bool:
-    """Direction of a metric reported by the built-in tasks (``acc``, ``miou``, ``pixel_acc``: up;
-    ``l1``: down); an unknown name counts as higher-is-better.
+    """Direction of a metric (:func:`metric_spec`): ``acc``, ``miou``, ``pixel_acc`` up; ``l1``,
+    ``loss``, ``err`` down; an unknown name counts as higher-is-better.
 
-    >>> metric_higher_is_better("l1"), metric_higher_is_better("acc")
-    (False, True)
+    >>> metric_higher_is_better("l1"), metric_higher_is_better("acc"), metric_higher_is_better("loss")
+    (False, True, False)
     """
-    for task in (Classification, Segmentation, MaskedL1):
-        if metric in task.higher_is_better:
-            return task.higher_is_better[metric]
-    return True
+    return metric_spec(metric).higher_is_better
 
 
-__all__ = ["Classification", "MaskedL1", "Segmentation", "Task", "metric_higher_is_better"]
+__all__ = ["Classification", "MaskedL1", "MetricSpec", "Segmentation", "Task", "metric_higher_is_better", "metric_spec",
+           "register_metric"]
