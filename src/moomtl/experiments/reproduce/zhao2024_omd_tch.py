@@ -244,7 +244,7 @@ def _rows_a(a: SettingA, seeds: int) -> list[ReproRow]:
         stats = {"ray_gap": Stat.of(gaps), "tch_excess": Stat.of(excess), "follows": Stat.of(follows),
                  "non_dominated": Stat.of(nd), "hypervolume": Stat.of(hv)}
         summary[k] = stats
-        paper_hv = f"; preference HV on CIFAR10 rotation (not comparable in value): {_pm(PAPER_HV_CIFAR[k])}" \
+        paper_hv = f"; preference HV on CIFAR10 rotation (not comparable in value): {_pm(PAPER_HV_CIFAR[k], '.4g')}" \
             if k in PAPER_HV_CIFAR else ""
         rows.append(ReproRow(
             item=f"(a) {LABELS[k]}: controlled solutions, MNIST 0° vs 180°, λ ∈ {{(.25,.75), (.5,.5), (.75,.25)}}",
@@ -342,11 +342,15 @@ def _plot_a(a: SettingA) -> Callable[[Path], None]:
         for j, (k, per_seed) in enumerate(a.losses.items()):
             pts = np.vstack(per_seed)
             ax.scatter(pts[:, 0], pts[:, 1], s=18, marker=markers[j % len(markers)], label=LABELS[k], alpha=0.7)
-        hi = max(float(np.vstack(v).max()) for v in a.losses.values()) * 1.1
-        for p in PREFERENCES:
-            d = np.array([1 / p[0], 1 / p[1]])
-            d = d / d.max() * hi
-            ax.plot([0, d[0]], [0, d[1]], "k:", lw=0.8)
+        allpts = np.vstack([np.vstack(v) for v in a.losses.values()])
+        lo, hi = float(allpts.min()) / 1.2, float(allpts.max()) * 1.2
+        for p in PREFERENCES:  # λ_1 L_1 = λ_2 L_2: L_2 = L_1 λ_1 / λ_2
+            x = np.geomspace(lo, hi, 50)
+            y = x * p[0] / p[1]
+            keep = (y >= lo) & (y <= hi)
+            ax.plot(x[keep], y[keep], "k:", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
         ax.set_xlabel("test loss, 0°")
         ax.set_ylabel("test loss, 180°")
         ax.set_title("(a) solutions per preference (dotted: preference rays λ_1 L_1 = λ_2 L_2)", fontsize=8)
@@ -413,8 +417,8 @@ def run(out: Path, quick: bool, seeds: int, root: Path | None, console: Console)
         + ") instead of full MNIST (60k/10k)" + ("; Fashion-MNIST: a 4000/1000 stratified subset of its official "
                                              "splits" if "fashion" in sizes.sources else "") + ".",
         f"Training: {sizes.epochs_a} epochs for (a), {sizes.epochs_b} for (b); batch {sizes.batch_size}, SGD lr "
-        f"{sizes.lr} without momentum (the paper: lr 0.1 on unit client weights; here the task weights sum to "
-        "about 1/T·T λ, so the step on each task is comparable).",
+        f"{sizes.lr} without momentum on task weights that sum to at most 1 (TCH with uniform λ: 1/T on the "
+        "active task), i.e. a step of about lr/T per task; the paper: lr 0.1 on unit client weights.",
         "Preferences (a): the paper's preference runs are on CIFAR10 (ResNet-20, 2 clients); here MNIST 0° vs "
         "180° with the same preferences and the paper's MNIST model (MLP 784-200-10).",
         "OMD-TCH: exponentiated-gradient dual (the paper's OMDeg), dual lr 0.1 (the authors' MNIST choice for "
