@@ -69,3 +69,22 @@ def test_cli_streams_with_workers(celeba_root, tmp_path):
     assert all(0.0 <= summary["final"][f"test/{t}/acc"] <= 1.0 for t in ("Smiling", "Male"))
     bad = CliRunner().invoke(app, ["train", "--set", "data.stream=true", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "data.stream only applies to dataset celeba" in bad.output
+
+
+def test_cityscapes_stream_equals_the_in_memory_build(tmp_path):
+    from tests.test_cityscapes import make_cityscapes
+
+    from moomtl.data.cityscapes import CityscapesFrames, build_cityscapes
+
+    root = make_cityscapes(tmp_path / "cs")["root"]
+    mem = build_cityscapes(root, image_size=(16, 32), n_val=2, seed=0, use_cache=False, workers=1)
+    disk = build_cityscapes(root, image_size=(16, 32), n_val=2, seed=0, stream=True)
+    assert "streamed from disk" in disk.description and disk.task_specs() == mem.task_specs()
+    assert disk.output_sizes() == mem.output_sizes()
+    for a, b in ((mem.train, disk.train), (mem.val, disk.val), (mem.test, disk.test)):
+        assert isinstance(b, CityscapesFrames) and len(a) == len(b)
+        idx = torch.arange(len(a))
+        assert torch.equal(a.images(idx), b.images(idx))  # reference: the decoded in-memory tensors
+        ta, tb = a.targets(idx), b.targets(idx)
+        for t in ("segmentation", "instance", "depth"):
+            assert ta[t].dtype == tb[t].dtype and torch.equal(ta[t].nan_to_num(-7), tb[t].nan_to_num(-7))

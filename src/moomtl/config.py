@@ -87,7 +87,7 @@ class DataConfig:
     # nearest is the MGDA code's choice (scipy.misc.imresize interp='nearest'); bilinear (antialiased)
     # trains ~0.8/1.2 points higher on MultiMNIST (docs/results.md).
     interpolation: str = "nearest"
-    # celeba: keep the images on disk and decode each batch when needed (in train.num_workers DataLoader
+    # celeba, cityscapes: keep the images on disk and decode each batch when needed (in train.num_workers DataLoader
     # workers) instead of decoding the whole data set into memory first.
     stream: bool = False
 

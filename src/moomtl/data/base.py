@@ -137,7 +137,9 @@ class DataSplits:
         splits = [d for d in (self.train, self.val, self.test) if len(d)]
         sizes = []
         for name, task in self.task_specs().items():
-            if isinstance(self.train.y, Mapping):
+            if all(hasattr(d, "example_targets") for d in splits):  # data on disk: one decoded example
+                targets = [d.example_targets()[name] for d in splits]
+            elif isinstance(self.train.y, Mapping):
                 targets = [d.y[name] for d in splits]  # type: ignore[index]
             else:
                 col = self.task_names.index(name)

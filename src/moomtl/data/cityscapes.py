@@ -54,6 +54,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 from PIL import Image
+from torch.utils.data import Dataset
 
 from moomtl.data.base import DataError, DataSplits, MultiTaskTensors
 from moomtl.data.cache import cached
@@ -374,6 +375,50 @@ def decode_frames(
     return tensors
 
 
+class CityscapesFrames(Dataset):
+    """Cityscapes frames kept on disk: each item decoded when its batch is loaded (in ``DataLoader``
+    workers), exactly as :func:`decode_frames` decodes them into memory — the image normalized with
+    :data:`CITYSCAPES_MEAN`/:data:`CITYSCAPES_STD` as ``MultiTaskTensors`` does, the targets with the
+    same dtypes (``segmentation`` int64, ``instance``/``depth`` float32)."""
+
+    def __init__(self, frames: Sequence[CityscapesFrame], image_size: tuple[int, int]) -> None:
+        self.frames = list(frames)
+        self.image_size = tuple(image_size)
+        self.task_names = TASK_NAMES
+        self.mean, self.std = CITYSCAPES_MEAN, CITYSCAPES_STD
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def _decode(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        d = decode_frame(self.frames[i], self.image_size)  # type: ignore[arg-type]
+        mean = torch.tensor(self.mean, dtype=torch.float32).view(-1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32).view(-1, 1, 1)
+        x = (torch.from_numpy(d["image"]).float() / 255.0 - mean) / std
+        targets = {"segmentation": torch.from_numpy(d["segmentation"]).long(),
+                   "instance": torch.from_numpy(d["instance"]), "depth": torch.from_numpy(d["depth"])}
+        return x, targets
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self._decode(int(i))
+
+    def images(self, idx: torch.Tensor) -> torch.Tensor:
+        items = [self._decode(int(i))[0] for i in idx]
+        return torch.stack(items) if items else torch.empty(0, 3, *self.image_size)
+
+    def targets(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        items = [self._decode(int(i))[1] for i in idx]
+        return {t: torch.stack([it[t] for it in items]) for t in self.task_names}
+
+    def example_targets(self) -> dict[str, torch.Tensor]:
+        """The first frame's targets with a batch axis (what output sizes are read from)."""
+        return self.targets(torch.arange(min(1, len(self))))
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (3, *self.image_size)
+
+
 # --- building ---------------------------------------------------------------------------------------------
 def check_image_size(image_size: Sequence[int]) -> tuple[int, int]:
     """``(H, W)`` as ints; ``ValueError`` unless both are positive multiples of 8.
@@ -440,6 +485,7 @@ def build_cityscapes(
     use_cache: bool = True,
     workers: int | None = None,
     progress: bool | None = None,
+    stream: bool = False,
 ) -> DataSplits:
     """Cityscapes at ``root`` as :class:`DataSplits` with tasks :data:`TASK_NAMES`: uint8 images
     ``[N, 3, H, W]`` (normalized per batch with :data:`CITYSCAPES_MEAN` / :data:`CITYSCAPES_STD`) and
@@ -479,6 +525,16 @@ def build_cityscapes(
         "test": [official["val"][i] for i in test_pos],
     }
     stems = {split: [f.stem for f in frames] for split, frames in chosen.items()}
+    tasks = {"segmentation": Segmentation(len(CITYSCAPES_CLASSES)), "instance": MaskedL1(), "depth": MaskedL1()}
+    height, width = image_size
+    subsets = ", random subsets" if n_train is not None or n_test is not None else ""
+    if stream:  # frames stay on disk, decoded per batch (no cache)
+        streamed = [CityscapesFrames(chosen[s], image_size) for s in ("train", "val", "test")]
+        used = " / ".join(f"{len(p)} {s}" for p, s in zip(streamed, ("train", "val", "test"), strict=True))
+        desc = (f"Cityscapes from {Path(root).expanduser()} (streamed from disk): {height}x{width} images, "
+                f"used {used} (official train {n_official} minus a held-out val; test = official val "
+                f"{len(official['val'])}; seed {seed}{subsets})")
+        return DataSplits(*streamed, description=desc, tasks=tasks)  # type: ignore[arg-type]
     params = {
         "version": _BUILD_VERSION,
         "files": _frames_digest(chosen),
@@ -503,15 +559,12 @@ def build_cityscapes(
         p = payload["splits"][split]
         targets = {"segmentation": p["segmentation"], "instance": p["instance"], "depth": p["depth"]}
         parts.append(MultiTaskTensors(p["image"], targets, TASK_NAMES, mean=CITYSCAPES_MEAN, std=CITYSCAPES_STD))
-    height, width = image_size
     used = " / ".join(f"{len(part)} {split}" for part, split in zip(parts, ("train", "val", "test"), strict=True))
-    subsets = ", random subsets" if n_train is not None or n_test is not None else ""
     desc = (
         f"Cityscapes from {Path(root).expanduser()}: {height}x{width} images, targets "
         f"{height // TARGET_STRIDE}x{width // TARGET_STRIDE}, used {used} (official train {n_official} "
         f"minus a held-out val; test = official val {len(official['val'])}; seed {seed}{subsets})"
     )
-    tasks = {"segmentation": Segmentation(len(CITYSCAPES_CLASSES)), "instance": MaskedL1(), "depth": MaskedL1()}
     return DataSplits(*parts, description=desc, tasks=tasks)
 
 
@@ -524,6 +577,7 @@ __all__ = [
     "CITYSCAPES_URL",
     "TASK_NAMES",
     "CityscapesFrame",
+    "CityscapesFrames",
     "build_cityscapes",
     "check_image_size",
     "decode_frame",

@@ -30,9 +30,9 @@ def _build(d: Any) -> Any:
     size = tuple(d.image_size) if isinstance(d.image_size, list) else DEFAULT_SIZE
     n_val = d.n_val if d.n_val is not None else DEFAULT_N_VAL
     return build_cityscapes(d.root, image_size=size, n_train=d.n_train, n_val=n_val, n_test=d.n_test, seed=d.seed,
-                            cache_dir=d.cache_dir)
+                            cache_dir=d.cache_dir, stream=d.stream)
 
 
 register_dataset(DataSet("cityscapes", "Cityscapes: segmentation, instance, disparity (data.root)", _build,
-                         keys=frozenset({"root", "image_size"}), validate=_validate,
+                         keys=frozenset({"root", "image_size", "stream"}), validate=_validate,
                          needs_root="the Cityscapes root (the folder holding leftImg8bit/, gtFine/ and disparity/)"))
