@@ -306,3 +306,21 @@ def test_seed_report_igd_plus_per_seed_and_degenerate_warning(tmp_path, monkeypa
     assert "Warning: degenerate front" in report.markdown and "degenerate in 2 of 2 seeds" in report.markdown
     assert "0.3100 ± 0.0141" in report.markdown  # point a's left loss: mean ± sd of 0.30 and 0.32
     assert "delta_m" not in res  # no single-task rows, no Δm
+
+
+def test_degenerate_check_judges_interior_preferences():
+    """Zero-weight end points, e.g. (0, 1), do not train one task, so they always look like a trade-off;
+    the check uses the interior points when there are two or more."""
+    from moomtl.experiments.report import front_conflict_of
+
+    def row(pref, left, right):
+        return {"label": str(pref), "method": "linear", "preference": pref, "left/loss": left, "right/loss": right}
+
+    rows = [row([0.0, 1.0], 1.0, 0.2), row([0.25, 0.75], 0.30, 0.31), row([0.5, 0.5], 0.35, 0.40),
+            row([0.75, 0.25], 0.40, 0.35), row([1.0, 0.0], 0.2, 1.0),
+            {"label": "single-task left", "method": "single_task", "single_task": "left", "preference": None,
+             "left/loss": 0.1, "right/loss": 2.6}]
+    c = front_conflict_of(rows, ["left", "right"])
+    assert c.degenerate and c.n_points == 3 and c.points_judged.startswith("interior")
+    all_trained = stats.front_conflict([[r["left/loss"], r["right/loss"]] for r in rows[:5]])
+    assert not all_trained.degenerate  # what the end points would have hidden

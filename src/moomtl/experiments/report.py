@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -208,15 +208,25 @@ def conflict_line(conflict: stats.FrontConflict, per_seed: Sequence[stats.FrontC
         k = sum(c.degenerate for c in per_seed)
         seeds = f" Per seed: degenerate in {k} of {len(per_seed)} seeds."
     if conflict.degenerate:
-        return (f"**Warning: degenerate front — the objectives are not in conflict** ({conflict.reason}). The "
+        return (f"**Warning: degenerate front — the objectives are not in conflict** ({conflict.reason}; judged "
+                f"on {conflict.n_points} {conflict.points_judged}). The "
                 "hypervolume then measures one good model rather than a trade-off (Ruchte & Grabocka 2021 found "
                 f"Multi-Fashion often is not in conflict). Criterion: {stats.CRITERION}.{seeds}")
-    return f"Front conflict: {conflict.reason}; not degenerate (criterion: {stats.CRITERION}).{seeds}"
+    return (f"Front conflict: {conflict.reason} on {conflict.n_points} {conflict.points_judged}; not degenerate "
+            f"(criterion: {stats.CRITERION}).{seeds}")
 
 
 def front_conflict_of(rows: Sequence[dict[str, Any]], task_names: Sequence[str]) -> stats.FrontConflict:
-    """:func:`stats.front_conflict` of the trained points' test losses (baselines left out)."""
-    return stats.front_conflict(objective_matrix(trained_rows(rows), task_names))
+    """:func:`stats.front_conflict` of the trained points' test losses (baselines left out), judged on the
+    **interior** points (every preference weight > 0) when there are at least two: a point with a zero
+    weight does not train that task at all, so end points such as (0, 1) always look like a trade-off
+    and would hide a front whose interior collapses onto one model."""
+    trained = trained_rows(rows)
+    interior = [r for r in trained if isinstance(r.get("preference"), list) and r["preference"]
+                and all(float(v) > 0 for v in r["preference"])]
+    judged, scope = (interior, "interior points (every preference weight > 0)") if len(interior) >= 2 \
+        else (trained, "all trained points")
+    return replace(stats.front_conflict(objective_matrix(judged, task_names)), points_judged=scope)
 
 
 def load_reference_front(path: Path, task_names: Sequence[str]) -> np.ndarray:
@@ -368,7 +378,7 @@ def write_seed_fronts(
         ig, igp = _stats_from(indicator_stats["igd_stats"]), _stats_from(indicator_stats["igd_plus_stats"])
         lines.append(f"IGD to the reference front: {ig.text()}; IGD+: {igp.text()} (mean ± sd over {n} seeds; "
                      f"IGD+ 95 % interval {igp.ci_text()}; {len(reference_front)} reference points).")
-    per_conflict = [stats.front_conflict(objective_matrix(trained_rows(r), task_names)) for r in per_rows]
+    per_conflict = [front_conflict_of(r, task_names) for r in per_rows]
     data_line = [f"Data: {extra['data']}", ""] if extra and "data" in extra else []
     md = "\n".join([
         f"## {title} ({n} seeds: {', '.join(map(str, seeds))})", "", *data_line,

@@ -151,11 +151,12 @@ class FrontConflict:
     rank_correlation: float | None
     n_points: int
     reason: str
+    points_judged: str = "all points"
 
     def to_dict(self) -> dict[str, Any]:
         return {"degenerate": self.degenerate, "ideal_gap": self.ideal_gap,
                 "rank_correlation_min": self.rank_correlation, "n_points": self.n_points, "reason": self.reason,
-                "criterion": CRITERION}
+                "points_judged": self.points_judged, "criterion": CRITERION}
 
 
 CRITERION = (
