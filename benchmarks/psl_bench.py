@@ -122,7 +122,8 @@ def summary_lines(records: list[dict[str, Any]]) -> list[str]:
     for dataset in dict.fromkeys(r["dataset"] for r in records):
         rs = [r for r in records if r["dataset"] == dataset]
         lines.append(
-            f"| {dataset} | {rs[0]['tasks']} | {len(rs)} | {rs[0]['points']}, {rs[0]['sweep_steps']} | {rs[0]['psl_steps']} "
+            f"| {dataset} | {rs[0]['tasks']} | {len(rs)} | {rs[0]['points']}, {rs[0]['sweep_steps']} | "
+            f"{rs[0]['psl_steps']} "
             f"({rs[0]['step_ratio']:.3f}) | {statistics.mean(r['hv_sweep'] for r in rs):.4g} | "
             f"{statistics.mean(r['hv_psl'] for r in rs):.4g} | {_ratio_cell([r['hv_ratio'] for r in rs])} | "
             f"{_ratio_cell([r['hv_chance_ratio'] for r in rs])} |")
