@@ -141,3 +141,56 @@ def test_representation_variant_of_gramian_methods(name):
         torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match="wrt must be"):
         build_method("pcgrad", wrt="layer")
+
+
+@pytest.mark.parametrize("n_tasks", [2, 5])
+def test_per_head_aliases_give_the_representation_rows_in_one_call(n_tasks):
+    """Reference: the T separate autograd.grad(L_t, z) calls. With one alias of z per head (what the
+    trainer passes for hard parameter sharing), one engine call gives bit-identical rows."""
+    from moomtl.models.registry import build_model
+
+    names = tuple(f"t{i}" for i in range(n_tasks))
+    model = build_model("hps_lenet", names, [10] * n_tasks, input_shape=(1, 28, 28)).eval()
+    assert model.decodes_per_task
+    x = torch.randn(8, 1, 28, 28)
+    y = {t: torch.randint(0, 10, (8,)) for t in names}
+    calls = []
+    real = torch.autograd.grad
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    rows = []
+    for alias in (False, True):
+        z = model.encode(x)
+        aliases = {t: z.view_as(z) for t in names} if alias else None
+        out = model.decode(aliases if alias else z, x)
+        losses = {t: torch.nn.functional.cross_entropy(out[t], y[t]) for t in names}
+        ctx = StepContext(model, losses, z, z_aliases=[aliases[t] for t in names] if alias else None)
+        calls.clear()
+        torch.autograd.grad = counting
+        try:
+            rows.append(ctx.jacobian("representation"))
+        finally:
+            torch.autograd.grad = real
+        assert len(calls) == (1 if alias else n_tasks)
+    assert torch.equal(rows[0], rows[1])
+    with pytest.raises(ValueError, match="one per task"):
+        StepContext(model, losses, z, z_aliases=[z])
+
+
+def test_trainer_with_aliases_equals_trainer_without(tiny_multimnist):
+    from moomtl.data.base import DataSplits
+    from moomtl.train.trainer import Trainer
+
+    d = tiny_multimnist
+    small = DataSplits(d.train.subset(128), d.val.subset(16), d.test.subset(16), d.description)
+    params = []
+    for per_task in (True, False):
+        torch.manual_seed(0)
+        model = hps_lenet()
+        model.decodes_per_task = per_task  # instance attribute: the trainer's switch
+        Trainer(model, build_method("mgda_ub"), epochs=1, batch_size=32).fit(small)
+        params.append(model.state_dict())
+    assert all(torch.equal(a, params[1][k]) for k, a in params[0].items())

@@ -47,9 +47,12 @@ def test_list_one_line_per_entry() -> None:
     assert res.exit_code == 0
     lines = res.output.strip().splitlines()
     assert len(lines) == len(available_entries()) == len(list_lines())
-    fields = [f.strip() for f in lines[0].split("|")]
-    assert fields[0] == ENTRY and "seed 004" in fields[1] and fields[3] == "data: none (synthetic)"
-    assert fields[4].startswith("--quick:") and fields[5].startswith("full:")
+    rows = [[f.strip() for f in line.split("|")] for line in lines]
+    assert [r[0] for r in rows] == sorted(available_entries())  # one line per entry, by id
+    assert all(len(r) == 6 and r[3].startswith("data: ") and r[4].startswith("--quick:") and r[5].startswith("full:")
+               for r in rows)
+    fields = next(r for r in rows if r[0] == ENTRY)
+    assert "seed 004" in fields[1] and fields[3] == "data: none (synthetic)"
 
 
 def test_a_wide_network_reaches_every_task_optimum() -> None:

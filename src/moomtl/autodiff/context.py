@@ -11,7 +11,13 @@ import torch
 from torch import Tensor
 
 from moomtl.autodiff.distributed import Reducer
-from moomtl.autodiff.jacobian import _heads_are_disjoint, _rows_of_losses, batched_jacobian, task_jacobian
+from moomtl.autodiff.jacobian import (
+    _heads_are_disjoint,
+    _rows_of_losses,
+    alias_rows,
+    batched_jacobian,
+    task_jacobian,
+)
 from moomtl.models.base import MultiTaskModel
 
 #: What a Jacobian is taken with respect to: the shared parameters, the shared representation ``z``, or
@@ -50,7 +56,7 @@ class StepContext:
     def __init__(
         self, model: MultiTaskModel, losses: Mapping[str, Tensor], z: Tensor | None = None,
         step: int = 0, epoch: int = 0, structure: dict[str, Any] | None = None,
-        reducer: Reducer | None = None, loss_scale: float = 1.0,
+        reducer: Reducer | None = None, loss_scale: float = 1.0, z_aliases: Sequence[Tensor] | None = None,
     ) -> None:
         self.model = model
         self.losses = dict(losses)
@@ -61,6 +67,9 @@ class StepContext:
         self.structure = structure
         self.reducer = reducer
         self.loss_scale = float(loss_scale)
+        if z_aliases is not None and len(z_aliases) != len(self.task_names):
+            raise ValueError(f"z_aliases: one per task ({len(self.task_names)}), got {len(z_aliases)}")
+        self.z_aliases = list(z_aliases) if z_aliases is not None else None
         self._loss_values: Tensor | None = None
         self._jac: dict[Any, Tensor] = {}
         self._gram: dict[Any, Tensor] = {}
@@ -119,6 +128,8 @@ class StepContext:
         ``structure`` when the loop gives one."""
         if self.z is None or not self.z.requires_grad:
             return False
+        if self.z_aliases is not None:  # each head saw only its own alias of z: disjoint by construction
+            return True
         if self.structure is not None and "heads_disjoint" in self.structure:
             return bool(self.structure["heads_disjoint"])
         disjoint = _heads_are_disjoint([self.losses[t] for t in self.task_names], self.z, 50_000)
@@ -148,7 +159,10 @@ class StepContext:
         if wrt == "representation":
             if self.z is None:
                 raise ValueError("this step has no shared representation z (model lacks encode())")
-            jac = _rows_of_losses(losses, [self.z]) if self._heads_disjoint() else None
+            if self.z_aliases is not None:
+                jac = alias_rows(losses, self.z_aliases)
+            else:
+                jac = _rows_of_losses(losses, [self.z]) if self._heads_disjoint() else None
             if jac is None:
                 jac = batched_jacobian(self.loss_vector, [self.z])
         elif wrt == "shared":

@@ -8,7 +8,7 @@ the task losses with respect to ``z``; full MGDA with respect to :meth:`shared_p
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -66,7 +66,13 @@ class HardParameterSharing(MultiTaskModel):
     def encode(self, x: Tensor) -> Tensor:
         return self.encoder(x)
 
-    def decode(self, z: Tensor, x: Tensor) -> dict[str, Tensor]:
+    #: ``decode`` accepts ``{task: z_t}`` (one alias of ``z`` per head): the trainer then takes every
+    #: task's ∂L_t/∂z in one autograd call (:class:`~moomtl.autodiff.context.StepContext` ``z_aliases``).
+    decodes_per_task = True
+
+    def decode(self, z: Tensor | Mapping[str, Tensor], x: Tensor) -> dict[str, Tensor]:
+        if isinstance(z, Mapping):
+            return {name: head(z[name]) for name, head in self.heads.items()}
         return {name: head(z) for name, head in self.heads.items()}
 
     def shared_modules(self) -> nn.Module:

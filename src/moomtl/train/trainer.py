@@ -320,6 +320,7 @@ class Trainer:
         params = [p for group in opt.param_groups for p in group["params"]]
         task_names = source.task_names
         non_blocking = self.pin_memory and self.device.type == "cuda"
+        per_task = bool(getattr(self.model, "decodes_per_task", False))
         shard = reducer.shard if reducer is not None else None
         for n_global, x, targets in source.epoch(batches, shard, seed=self.seed * 100_003 + state.epoch):
             n_local = len(x)
@@ -330,7 +331,9 @@ class Trainer:
             opt.zero_grad(set_to_none=True)
             with self.amp.autocast() if self.amp is not None else nullcontext():
                 z = self.model.encode(x)
-                out = self.model.decode(z, x)
+                # One alias of z per head (hard parameter sharing): all T rows ∂L_t/∂z in one autograd call.
+                aliases = {t: z.view_as(z) for t in task_names} if per_task else None
+                out = self.model.decode(aliases if aliases is not None else z, x)
                 losses = {name: loss_fns[name](out[name], targets[name]).float() for name in task_names}
             if reducer is not None:  # this rank's share of the global mean losses
                 share = n_local / n_global
@@ -339,7 +342,7 @@ class Trainer:
             if scale != 1.0:
                 losses = {n: v * scale for n, v in losses.items()}
             ctx = StepContext(self.model, losses, z, state.step, state.epoch, structure=structure, reducer=reducer,
-                              loss_scale=scale)
+                              loss_scale=scale, z_aliases=[aliases[t] for t in task_names] if aliases else None)
             # Logged losses: under several processes this rank's share (no per-step communication: the
             # epoch sums are reduced once at the end; methods that decide from the global losses read
             # ctx.loss_values, reduced when they ask). Finiteness is tracked on the device and read once
