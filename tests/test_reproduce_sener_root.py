@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 import moomtl.experiments.reproduce.sener2018_celeba as celeba_entry
 import moomtl.experiments.reproduce.sener2018_cityscapes as cs_entry
 from moomtl.cli import app
+from moomtl.config import ConfigError
 from moomtl.experiments.reproduce import available_entries, reproduce
 from moomtl.models import registry
 from moomtl.models.base import HardParameterSharing
@@ -84,14 +85,14 @@ def test_celeba_entry_rows_paper_column_and_resume(tiny_models, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "celeba"
     make_celeba(root, "flat")
-    attrs = ("Smiling", "Male", "Young")
+    attrs = ("Smiling", "Young")
     monkeypatch.setattr(celeba_entry, "QUICK", dataclasses.replace(
         celeba_entry.QUICK, image_size=16, model="test_tiny_classifier", batch_size=4, attributes=attrs,
-        single_tasks=("Smiling", "Male")))
+        single_tasks=("Smiling",)))
     fits = _count_fits(monkeypatch)
     out = tmp_path / "out"
     result, md = reproduce("sener2018-celeba", out, quick=True, seeds=1, root=root)
-    assert len(fits) == 2 + 4  # 2 single-task runs + 4 multi-task methods
+    assert len(fits) == 1 + 4  # 1 single-task run + 4 multi-task methods
     rows = {r.item: r for r in result.rows}
     for a in attrs:
         row = rows[f"{a}: test error %"]
@@ -103,25 +104,30 @@ def test_celeba_entry_rows_paper_column_and_resume(tiny_models, tmp_path: Path,
         # 3 test images: the error is a multiple of 100/3
         k = row.stats["uniform"].mean * 3 / 100
         assert abs(k - round(k)) < 1e-9
-    avg = rows["average test error % over the 3 attributes"]
+    avg = rows["average test error % over the 2 attributes"]
     assert avg.paper.startswith("single task 8.77 · uniform scaling 9.62 · Kendall et al. 9.53 · GradNorm 8.44 · "
                                 "MGDA-UB 8.25")
     assert "single" not in avg.stats and set(avg.stats) == {"uniform", "kendall", "gradnorm", "mgda_ub"}
     # the average is the mean of the per-attribute errors
     assert avg.stats["kendall"].mean == pytest.approx(sum(rows[f"{a}: test error %"].stats["kendall"].mean
-                                                          for a in attrs) / 3)
+                                                          for a in attrs) / 2)
     assert isinstance(rows["MGDA-UB has the lowest average error of the methods compared"].agrees, bool)
     dev = " ".join(result.deviations)
-    for phrase in ("16×16", "1 epoch(s) (paper: 100)", "3 of the 40 attributes", "single-task baseline trained for 2",
+    for phrase in ("16×16", "1 epoch(s) (paper: 100)", "2 of the 40 attributes", "single-task baseline trained for 1",
                    "Adam, lr 5e-4", "Table 5"):
         assert phrase in dev
     data = json.loads((out / "results.json").read_text(), parse_constant=lambda c: pytest.fail(c))
-    assert data["reproduce"] == "sener2018-celeba" and data["settings"]["runs"] == 6
-    assert (out / "mgda_ub" / "seed0" / "result.json").is_file() and "| item | paper | ours | agrees |" in md
+    assert data["reproduce"] == "sener2018-celeba" and data["settings"]["runs"] == 5
+    assert (out / "quick" / "mgda_ub" / "seed0" / "result.json").is_file() and "| item | paper | ours | agrees |" in md
     # rerun: every run is finished, nothing trains, same numbers
     again, _ = reproduce("sener2018-celeba", out, quick=True, seeds=1, root=root)
-    assert len(fits) == 6
+    assert len(fits) == 5
     assert [r.ours for r in again.rows] == [r.ours for r in result.rows]
+    # other settings into the same folder: refused (one ConfigError) before anything trains
+    monkeypatch.setattr(celeba_entry, "QUICK", dataclasses.replace(celeba_entry.QUICK, image_size=12))
+    with pytest.raises(ConfigError, match="holds a run with other settings"):
+        reproduce("sener2018-celeba", out, quick=True, seeds=1, root=root)
+    assert len(fits) == 5
 
 
 def test_cityscapes_entry_rows_paper_column_and_resume(tiny_models, tmp_path: Path,
@@ -151,6 +157,6 @@ def test_cityscapes_entry_rows_paper_column_and_resume(tiny_models, tmp_path: Pa
     assert "held-out validation frames (paper: 275) (the root's official train has 6 frames)" in dev
     assert "16×32" in dev and "ResNet-50" in dev and "MSE" in dev
     assert result.settings["sizes"]["n_val_used"] == 1
-    assert (out / "single_depth" / "seed0" / "result.json").is_file()
+    assert (out / "quick" / "single_depth" / "seed0" / "result.json").is_file()
     again, _ = reproduce("sener2018-cityscapes", out, quick=True, seeds=1, root=root)
     assert len(fits) == 7 and [r.ours for r in again.rows] == [r.ours for r in result.rows]

@@ -5,8 +5,9 @@ single task, uniform scaling, Kendall et al., GradNorm and MGDA-UB on the offici
 Model and data as ``examples/cityscapes.yaml``: a dilated ResNet-18 encoder shared by the three tasks
 with one small conv head per task (``resnet18_dense``; ``resnet18_dense_small`` in ``--quick``),
 Cityscapes read from ``--root`` by :mod:`moomtl.data.cityscapes` (official val is our test; a held-out
-part of official train our val). Every (method, seed) trains in its own sub-folder of ``out``
-(:mod:`._sener_dense_runs`), so a rerun skips finished runs.
+part of official train our val). Every (method, seed) trains in its own sub-folder of ``out/quick`` or
+``out/full`` (:mod:`._sener_dense_runs`), so a rerun skips finished runs and a ``--quick`` run never
+collides with the full one.
 
 The paper's numbers (its scene-understanding table): mIoU %, instance error and disparity error in
 pixels. The seed text lost its tables; the MGDA-UB row is also in the project's notes on the seeds,
@@ -118,17 +119,18 @@ def _deviations(sizes: Sizes, n_val: int, n_official: int) -> list[str]:
     paper="Sener & Koltun, NeurIPS'18 (seeds 002/003)",
     target="Cityscapes: segmentation mIoU, instance and disparity error (scene-understanding table)",
     data="Cityscapes at --root (leftImg8bit/, gtFine/, disparity/)",
-    quick_time="3.6 s on the 9-frame fabricated Cityscapes of the tests, 5 seeds (measured, 2 CPU cores); "
-               "on real Cityscapes not measured (est. ~2 min per seed on 2 CPU cores)",
-    full_time="not measured here (needs Cityscapes); est. 7 runs × 250 epochs per seed, ~1–2 GPU-days per seed "
-              "(the paper: 23.3 h per MGDA-UB run on a Titan Xp)",
+    quick_time="13 min 0 s on the 9-frame fabricated Cityscapes of the tests, 5 seeds (measured, 2 CPU cores "
+               "shared with other jobs, load average ≈ 14); not measured on real Cityscapes",
+    full_time="not measured here (needs Cityscapes); est. several GPU-days per seed: 7 runs × 250 epochs (the "
+              "paper: 23.3 h per MGDA-UB run on a Titan Xp)",
     needs_root=True,
 )
 def run(out: Path, quick: bool, seeds: int, root: Path | None, console: Console) -> ReproResult:
     assert root is not None  # needs_root: the framework refuses a missing --root
     sizes = QUICK if quick else FULL
     n_val, n_official = _held_out(sizes, root)
-    runs = grid.plan_runs(_config(sizes, root, n_val), out, seeds, single_tasks=TASK_NAMES)
+    runs = grid.plan_runs(_config(sizes, root, n_val), out / ("quick" if quick else "full"),
+                          seeds, single_tasks=TASK_NAMES)
     summaries = grid.train_all(runs, console)
 
     rows: list[ReproRow] = []
