@@ -11,8 +11,8 @@ collides with the full one.
 
 The paper's numbers (its scene-understanding table): mIoU %, instance error and disparity error in
 pixels. The seed text lost its tables; the MGDA-UB row is also in the project's notes on the seeds,
-the other rows are transcribed from the published table and could not be checked against a stored
-copy here (the ``deviations`` say so).
+the other rows are quoted from the published table without a stored copy here to check them against
+(the ``deviations`` say so).
 """
 
 from __future__ import annotations
@@ -109,7 +109,8 @@ def _deviations(sizes: Sizes, n_val: int, n_official: int) -> list[str]:
         "the reported model is the last epoch's; GradNorm α = 1.5 and Kendall's 'simple' form: the paper gives "
         "neither setting",
         "paper column: the seed text has no tables; the MGDA-UB row (66.63 / 10.25 / 2.54) is in the project's "
-        "notes, the other rows are transcribed from the published table without a stored copy to check against",
+        "notes, the other rows are quoted from the published table without a stored copy to check them against "
+        "(verify before citing)",
     ]
     return dev
 
