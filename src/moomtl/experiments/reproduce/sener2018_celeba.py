@@ -110,8 +110,8 @@ def _deviations(sizes: Sizes, attributes: tuple[str, ...], singles: tuple[str, .
     data="CelebA at --root (list_attr_celeba.txt, list_eval_partition.txt, img_align_celeba/)",
     quick_time="15 min 26 s on the 12-image fabricated CelebA of the tests, 5 seeds (measured, 2 CPU cores "
                "shared with other jobs, load average ≈ 13); not measured on real CelebA",
-    full_time="not measured here (needs CelebA); est. ~1 GPU-week per seed: 44 runs × 100 epochs (the paper: "
-              "16.1 h per MGDA-UB run on a Titan Xp)",
+    full_time="not measured here (needs CelebA); est. from the paper's 16.1 h per 100-epoch run on a Titan Xp: "
+              "44 runs per seed ≈ 4 Titan-Xp weeks per seed; each run folder keeps ~180 MB of checkpoints",
     needs_root=True,
 )
 def run(out: Path, quick: bool, seeds: int, root: Path | None, console: Console) -> ReproResult:

@@ -122,8 +122,8 @@ def _deviations(sizes: Sizes, n_val: int, n_official: int) -> list[str]:
     data="Cityscapes at --root (leftImg8bit/, gtFine/, disparity/)",
     quick_time="13 min 0 s on the 9-frame fabricated Cityscapes of the tests, 5 seeds (measured, 2 CPU cores "
                "shared with other jobs, load average ≈ 14); not measured on real Cityscapes",
-    full_time="not measured here (needs Cityscapes); est. several GPU-days per seed: 7 runs × 250 epochs (the "
-              "paper: 23.3 h per MGDA-UB run on a Titan Xp)",
+    full_time="not measured here (needs Cityscapes); est. from the paper's 23.3 h per 250-epoch run on a Titan Xp "
+              "(its ResNet-50, not our ResNet-18): 7 runs per seed ≈ 7 Titan-Xp days per seed",
     needs_root=True,
 )
 def run(out: Path, quick: bool, seeds: int, root: Path | None, console: Console) -> ReproResult:
