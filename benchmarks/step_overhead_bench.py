@@ -1,279 +1,312 @@
-"""Step time and peak memory of gradient-based MTL methods relative to linear scalarization.
+"""Per-step CPU time of every registered method through ``moomtl.mtl_backward``, against a hand-written
+loop doing the same update and against TorchJD 0.18's ``mtl_backward`` for the methods TorchJD has.
 
-One training step exactly as the trainer runs it (``zero_grad`` → ``encode``/``decode`` → per-task
-cross-entropy → ``method.backward(losses, StepContext)`` → ``optimizer.step()`` → ``on_step_end``) on
-the HPS LeNet with a MultiMNIST-shaped batch (``[256, 1, 28, 28]``, synthetic normal inputs: the cost
-does not depend on pixel values), for
+One step is ``zero_grad`` → ``encode``/``decode`` → per-task cross-entropy → *the backward* →
+``optimizer.step()`` (SGD, tiny lr so the model stays put), on the HPS LeNet with a MultiMNIST-shaped
+batch (``[256, 1, 28, 28]``, synthetic normal inputs: the cost does not depend on pixel values), for
 
 * T = 2 ten-way heads (MultiMNIST), and
-* T = 40 binary heads (CelebA-shaped task count).
+* T = 10 ten-way heads (the same LeNet trunk with ten heads).
 
-All methods of a setting are timed in ONE process, interleaved round-robin in a shuffled order per
-round (so machine load drifts hit all methods alike); the table reports medians and ratios to the
-median of linear scalarization (uniform weights). Peak memory is the peak resident set size of a fresh
-process that builds the model and runs a few steps of one method (``VmHWM``), so it includes the
-Python/torch baseline; the Δ column subtracts linear scalarization's.
+*The backward* is, per variant:
 
-A second table times the per-task Jacobian strategies alone (on one retained graph): the vmapped
-backward (``is_grads_batched``), a Python loop of ``T`` backward passes, ``torch.func`` (``vjp`` of the
-encoder, vmapped over the ``T`` cotangents), and the two-stage engine used by ``StepContext``.
+* ``moomtl``: ``moomtl.mtl_backward(losses, method, shared_params=encoder, features=z,
+  task_params=heads)`` then ``method.on_step_end(state)`` (what a loop must call for the methods with
+  between-step updates);
+* ``hand``: the least a hand-written loop does for the method's cost class (``Method.card.cost``):
+  *loss weighting*: ``sum(losses).backward()`` (the plain loss sum); *representation Jacobian*: ``T``
+  ``autograd.grad(L_t, z)``, the ``T×T`` Gramian, the weighting, one backward of ``Σ_t w_t L_t``;
+  *full Jacobian*: ``T`` ``autograd.grad(L_t, shared + head_t)``, the Gramian, the weighting, ``.grad``
+  of the shared parameters ``= wᵀJ`` and each head its own gradient. "The weighting" is the method's own
+  pure function of the Gramian where it has one (``HAND_WEIGHTINGS``: the same solver moomtl's step
+  calls, so the ratio isolates the framework's overhead); for the other methods the mean
+  (``w = 1/T``), so the ratio then also contains the method's own per-step work (marked *floor*);
+* ``torchjd``: ``torchjd.autojac.mtl_backward(losses, z, tasks_params=..., shared_params=...)`` then
+  ``torchjd.autojac.jac_to_grad(shared, aggregator)``, in TorchJD's default mode
+  (``parallel_chunk_size=None``: all ``T`` rows in one vmapped backward) and with
+  ``parallel_chunk_size=1`` (``T`` sequential backward passes).
+
+All variants of a setting live in ONE process, each with its own model copy and optimizer, and are
+stepped round-robin in a shuffled order per round (machine load drifts hit all alike). The time of a
+step is ``time.process_time`` (CPU time of this process: another job on the machine does not count,
+cache and memory-bandwidth contention still does); the table reports medians over the rounds.
+
+A last table measures the trainer: the per-step CPU time inside ``Trainer.fit`` (between consecutive
+``on_step_end`` events: batching, forward, the method, optimizer, logging) against a loop that takes the
+same batches from the same tensors and calls ``mtl_backward``, one epoch each, alternated.
 
 Usage::
 
-    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/step_overhead_bench.py --out docs/benchmarks_steps.md
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/step_overhead_bench.py --threads 1 --out docs/benchmarks_steps.md
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
-import resource
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
 
-from moomtl.methods import build_method
+import moomtl
+from moomtl.api import setup_method
+from moomtl.data.base import DataSplits, MultiTaskTensors
+from moomtl.events import Callback, TrainState
+from moomtl.methods import available_methods, build_method
 from moomtl.methods.base import Method
-from moomtl.models.base import MultiTaskModel
+from moomtl.models.base import HardParameterSharing
 from moomtl.models.lenet import hps_lenet
-from moomtl.train.callbacks import TrainState
-from moomtl.train.context import StepContext, batched_jacobian, branch_jacobian, task_jacobian
+from moomtl.train.trainer import Trainer
 
-METHODS: dict[str, dict] = {
-    "linear (uniform)": {"name": "uniform"},
-    "MGDA-UB": {"name": "mgda_ub"},
-    "MGDA": {"name": "mgda"},
-    "PCGrad": {"name": "pcgrad"},
-    "CAGrad": {"name": "cagrad"},
-    "GradNorm": {"name": "gradnorm"},
-    "Kendall": {"name": "kendall"},
-    "RLW": {"name": "rlw"},
-}
-SETTINGS = {2: 10, 40: 2}  # number of tasks -> classes per head
-TARGETS = {(2, "MGDA-UB"): 1.10, (2, "MGDA"): 1.30, (40, "MGDA-UB"): 1.5, (40, "MGDA"): 6.0}
+SETTINGS = {2: 10, 10: 10}  # number of tasks -> classes per head
+TARGETS = {"loss": 1.05, "representation": 1.10, "shared": 1.10}
+TRAINER_TARGET = 1.02
 
 
-def make_setting(
-    n_tasks: int, batch: int, seed: int = 0
-) -> tuple[MultiTaskModel, torch.Tensor, torch.Tensor]:
+def _mean(g: Tensor, m: Method) -> Tensor:
+    return torch.full((g.shape[0],), 1.0 / g.shape[0], dtype=g.dtype)
+
+
+def _hand_weightings() -> dict[str, Callable[[Tensor, Method], Tensor]]:
+    from moomtl.methods.cagrad import cagrad_coefficients
+    from moomtl.methods.fairgrad import fairgrad_weights
+    from moomtl.methods.pcgrad import pcgrad_coefficients
+    from moomtl.solvers.min_norm import min_norm
+
+    def compute(g: Tensor, m: Method) -> Tensor:
+        return m.compute_weights(g)  # type: ignore[attr-defined]
+
+    return {
+        "mgda": lambda g, m: min_norm(g),
+        "mgda_ub": lambda g, m: min_norm(g),
+        "upgrad": compute, "dualproj": compute, "imtl_g": compute, "aligned_mtl": compute,
+        "cagrad": lambda g, m: cagrad_coefficients(g, m.c, m.rescale),  # type: ignore[attr-defined]
+        "pcgrad": lambda g, m: pcgrad_coefficients(g, m.random_orders(g.shape[0])).sum(dim=0),  # type: ignore
+        "fairgrad": lambda g, m: torch.as_tensor(fairgrad_weights(g, m.alpha), dtype=g.dtype),  # type: ignore
+        "rgw": lambda g, m: torch.softmax(torch.randn(g.shape[0], dtype=g.dtype), 0) / g.diagonal().sqrt(),
+    }
+
+
+def _torchjd_aggregators(n_tasks: int) -> dict[str, Callable[[], Any]]:
+    import torchjd.aggregation as A
+
+    return {
+        "upgrad": A.UPGrad, "dualproj": A.DualProj, "mgda": A.MGDA, "imtl_g": A.IMTLG,
+        "aligned_mtl": A.AlignedMTL, "nash_mtl": lambda: A.NashMTL(n_tasks=n_tasks), "cagrad": lambda: A.CAGrad(c=0.4),
+        "pcgrad": A.PCGrad, "graddrop": A.GradDrop, "gradvac": A.GradVac, "fairgrad": lambda: A.FairGrad(alpha=1.0),
+    }
+
+
+def make_setting(n_tasks: int, batch: int, seed: int = 0) -> tuple[HardParameterSharing, Tensor, Tensor]:
     torch.manual_seed(seed)
-    names = ("left", "right") if n_tasks == 2 else tuple(f"attr{i:02d}" for i in range(n_tasks))
+    names = ("left", "right") if n_tasks == 2 else tuple(f"task{i}" for i in range(n_tasks))
     model = hps_lenet(names, n_classes=SETTINGS[n_tasks])
-    x = torch.randn(batch, 1, 28, 28)
-    y = torch.randint(0, SETTINGS[n_tasks], (batch, n_tasks))
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 1, 28, 28, generator=g)
+    y = torch.randint(0, SETTINGS[n_tasks], (batch, n_tasks), generator=g)
     return model, x, y
 
 
 class Stepper:
-    """One method with its own model copy and optimizer, stepping on a fixed batch."""
+    """One variant of one method: its own model copy, optimizer and (where it has one) method."""
 
-    def __init__(self, method_spec: dict, n_tasks: int, batch: int) -> None:
+    def __init__(self, n_tasks: int, batch: int, method: str | None) -> None:
         self.model, self.x, self.y = make_setting(n_tasks, batch)
-        spec = dict(method_spec)
-        self.method: Method = build_method(spec.pop("name"), **spec)
-        self.method.setup(self.model.task_names, self.model)
-        params = [*self.model.parameters(), *self.method.parameters()]
-        self.opt = torch.optim.SGD(params, lr=1e-4, momentum=0.9)  # tiny lr: the model stays put
-        self.state = TrainState(model=self.model, optimizer=self.opt)
         self.model.train()
+        self.names = self.model.task_names
+        self.shared = list(self.model.encoder.parameters())
+        self.heads = {t: list(self.model.heads[t].parameters()) for t in self.names}
+        self.method: Method | None = None
+        extra: list[nn.Parameter] = []
+        if method is not None:
+            self.method = build_method(method)
+            setup_method(self.method, self.names, shared_params=self.shared, task_params=self.heads)
+            extra = [p for p in self.method.parameters() if p.requires_grad]
+        self.opt = torch.optim.SGD([*self.model.parameters(), *extra], lr=1e-6, momentum=0.9)
+        self.state = TrainState(model=self.model, optimizer=self.opt)
 
-    def step(self) -> None:
+    def forward(self) -> tuple[Tensor, dict[str, Tensor]]:
         self.opt.zero_grad(set_to_none=True)
         z = self.model.encode(self.x)
         out = self.model.decode(z, self.x)
-        losses = {t: F.cross_entropy(out[t], self.y[:, i]) for i, t in enumerate(self.model.task_names)}
-        self.method.backward(losses, StepContext(self.model, losses, z, self.state.step))
+        return z, {t: F.cross_entropy(out[t], self.y[:, i]) for i, t in enumerate(self.names)}
+
+    def backward(self, z: Tensor, losses: dict[str, Tensor]) -> None:
+        raise NotImplementedError
+
+    def step(self) -> None:
+        z, losses = self.forward()
+        self.backward(z, losses)
         self.opt.step()
         self.state.step += 1
+
+
+class MoomtlStep(Stepper):
+    def backward(self, z: Tensor, losses: dict[str, Tensor]) -> None:
+        assert self.method is not None
+        moomtl.mtl_backward(losses, self.method, shared_params=self.shared, features=z, task_params=self.heads)
         self.method.on_step_end(self.state)
 
 
-class FloorStepper(Stepper):
-    """Linear scalarization plus ``T − 1`` extra vector-Jacobian products of the encoder: the least
-    work of any exact method that needs the ``T`` per-task gradients of the shared parameters (one
-    backward gives one encoder VJP; the heads are cheap)."""
+class HandStep(Stepper):
+    """The least a hand-written loop does for the method's cost class (see the module docstring)."""
 
-    def __init__(self, n_tasks: int, batch: int) -> None:
-        super().__init__({"name": "uniform"}, n_tasks, batch)
+    def __init__(self, n_tasks: int, batch: int, method: str, cost: str,
+                 weighting: Callable[[Tensor, Method], Tensor] | None) -> None:
+        super().__init__(n_tasks, batch, method)
+        self.cost = cost
+        self.weighting = weighting or _mean
+        assert self.method is not None
+        self.solver_method: Method = self.method
 
-    def step(self) -> None:
-        self.opt.zero_grad(set_to_none=True)
-        z = self.model.encode(self.x)
-        out = self.model.decode(z, self.x)
-        losses = {t: F.cross_entropy(out[t], self.y[:, i]) for i, t in enumerate(self.model.task_names)}
-        shared = self.model.shared_parameters()
-        cot = torch.ones_like(z)
-        for _ in range(len(losses) - 1):
-            torch.autograd.grad(z, shared, cot, retain_graph=True)
-        torch.stack(list(losses.values())).mean().backward()
-        self.opt.step()
-
-
-FLOOR = "floor: linear + (T−1) encoder VJPs"
-
-
-NOTES = """Every setting's table ends with a *floor* row and the Jacobian strategies are timed alone below
-it. The run below uses 1 torch thread: this 2-core machine was shared with other jobs, and 2-thread
-runs were dominated by OpenMP threads waiting for a descheduled peer (IQRs of seconds in one run; in a
-quieter one, 2 threads gave MGDA-UB 1.05x / 1.22x and MGDA 1.63x / 11.1x at T = 2 / 40). Add one with
-``--threads 2 --append``.
-
-## How to read this
-
-* **MGDA-UB** needs ``∂L_t/∂z`` only: ``branch_jacobian`` checks (graph walk, ~0.2 ms at T=40) that
-  the heads share no node above ``z`` and then runs one ``autograd.grad(L_t, z)`` per task, each of
-  which executes head ``t`` only — one pass through all heads in total. The vmapped backward pushes
-  every cotangent through every head (T² head passes) and is an order of magnitude slower at T=40.
-  The update is then ONE backward of ``Σ α_t L_t``, so MGDA-UB costs linear scalarization plus one
-  extra pass through the heads (input gradients only), a graph walk and a T×T min-norm solve.
-  (Also returning the head parameters' gradients from the per-task calls, to skip the heads in the
-  final backward, measured slower: +6.4 ms instead of +3.3 ms per step at T = 40, per-call overhead.)
-* **Full MGDA / PCGrad / CAGrad** need the T gradients w.r.t. the shared parameters. Any exact method
-  needs T vector-Jacobian products of the encoder for that (the Jacobian has rank T in 21,330
-  dimensions); the *floor* row runs exactly linear scalarization plus T − 1 extra encoder VJPs and is
-  therefore a lower bound for them on this machine. These methods sit on that floor: the shared update
-  ``Σ_t v_t g_t`` is formed from the Jacobian already computed (no further encoder backward) and the
-  heads get one extra head-only backward. Batching the T encoder VJPs does not help on CPU: the
-  vmapped backward and ``torch.func`` (``vjp`` + ``vmap``) are slower than a loop because
-  ``max_pool2d_with_indices_backward`` has no vmap batch rule (it falls back to a per-sample loop and
-  ``cat``), and the convolution backward does the same FLOPs either way.
-* The targets for full MGDA (≤ 1.30x at T = 2, ≤ 6x at T = 40) are below that floor here: with
-  ``F`` the forward and ``E`` one encoder VJP (E ≈ 0.8 F for this LeNet on CPU), an exact full-Jacobian
-  step costs at least ``F + T·E`` against ``F + E``.
-* Memory: peak RSS of a fresh process (python + torch ≈ 330 MiB of it); the Jacobian itself is
-  T × 21,330 floats (3.4 MiB at T = 40), the rest is allocator noise of a few MiB.
-"""
+    def backward(self, z: Tensor, losses: dict[str, Tensor]) -> None:
+        lv = torch.stack([losses[t] for t in self.names])
+        if self.cost == "loss":
+            lv.sum().backward()
+            return
+        if self.cost == "representation":
+            jac = torch.stack([torch.autograd.grad(lv[i], z, retain_graph=True)[0].reshape(-1)
+                               for i in range(len(self.names))])
+            w = self.weighting(jac @ jac.T, self.solver_method).to(lv)
+            (w.detach() * lv).sum().backward()
+            return
+        rows, head_grads = [], []
+        for t in self.names:
+            gs = torch.autograd.grad(losses[t], [*self.shared, *self.heads[t]], retain_graph=True)
+            rows.append(torch.cat([g.reshape(-1) for g in gs[: len(self.shared)]]))
+            head_grads.append(gs[len(self.shared):])
+        jac = torch.stack(rows)
+        w = self.weighting(jac @ jac.T, self.solver_method).to(jac)
+        d = w @ jac
+        offset = 0
+        for p in self.shared:
+            p.grad = d[offset: offset + p.numel()].view_as(p).clone()
+            offset += p.numel()
+        for t, gs in zip(self.names, head_grads, strict=True):
+            for p, g in zip(self.heads[t], gs, strict=True):
+                p.grad = g
 
 
-def time_steps(n_tasks: int, batch: int, repeats: int, warmup: int, seed: int) -> dict[str, list[float]]:
-    steppers: dict[str, Stepper] = {label: Stepper(spec, n_tasks, batch) for label, spec in METHODS.items()}
-    steppers[FLOOR] = FloorStepper(n_tasks, batch)
-    for s in steppers.values():
-        for _ in range(warmup):
-            s.step()
-    times: dict[str, list[float]] = {label: [] for label in steppers}
+class TorchJDStep(Stepper):
+    def __init__(self, n_tasks: int, batch: int, make_aggregator: Callable[[], Any], chunk: int | None) -> None:
+        super().__init__(n_tasks, batch, None)
+        self.aggregator = make_aggregator()
+        self.chunk = chunk
+
+    def backward(self, z: Tensor, losses: dict[str, Tensor]) -> None:
+        from torchjd.autojac import jac_to_grad, mtl_backward
+
+        mtl_backward([losses[t] for t in self.names], z, tasks_params=[self.heads[t] for t in self.names],
+                     shared_params=self.shared, parallel_chunk_size=self.chunk)
+        jac_to_grad(self.shared, self.aggregator)
+
+
+def variants_of(name: str, n_tasks: int, batch: int, with_torchjd: bool) -> dict[str, Stepper]:
+    cls = available_methods()[name]
+    cost = cls.card.cost
+    hand_w = _hand_weightings().get(name)
+    out: dict[str, Stepper] = {"moomtl": MoomtlStep(n_tasks, batch, name),
+                               "hand": HandStep(n_tasks, batch, name, cost, hand_w)}
+    if with_torchjd and name in _torchjd_aggregators(n_tasks):
+        make = _torchjd_aggregators(n_tasks)[name]
+        out["torchjd"] = TorchJDStep(n_tasks, batch, make, None)
+        out["torchjd_seq"] = TorchJDStep(n_tasks, batch, make, 1)
+    return out
+
+
+def time_setting(names: Sequence[str], n_tasks: int, batch: int, rounds: int, warmup: int, seed: int,
+                 with_torchjd: bool) -> tuple[dict[tuple[str, str], list[float]], dict[str, str]]:
+    steppers: dict[tuple[str, str], Stepper] = {}
+    failed: dict[str, str] = {}
+    for name in names:
+        try:
+            for var, s in variants_of(name, n_tasks, batch, with_torchjd).items():
+                for _ in range(warmup):
+                    s.step()
+                steppers[(name, var)] = s
+        except Exception as e:  # a variant that cannot run is reported, not hidden
+            failed[name] = f"{type(e).__name__}: {e}"
+            for key in [k for k in steppers if k[0] == name]:
+                del steppers[key]
+    times: dict[tuple[str, str], list[float]] = {k: [] for k in steppers}
     order = list(steppers)
     rng = random.Random(seed)
-    for _ in range(repeats):
+    for r in range(rounds):
         rng.shuffle(order)
-        for label in order:
-            t0 = time.perf_counter()
-            steppers[label].step()
-            times[label].append(time.perf_counter() - t0)
-    return times
+        for key in order:
+            t0 = time.process_time()
+            steppers[key].step()
+            times[key].append(time.process_time() - t0)
+        print(f"  round {r + 1}/{rounds}", file=sys.stderr, flush=True)
+    return times, failed
 
 
-def peak_rss_mb(n_tasks: int, label: str, batch: int, steps: int = 5) -> float:
-    """Peak RSS (MiB) of a fresh interpreter running ``steps`` steps of one method."""
-    cmd = [sys.executable, __file__, "--memory-probe", str(n_tasks), label, "--batch", str(batch),
-           "--probe-steps", str(steps)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=os.environ.copy())
-    return float(json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"])
+# --- trainer vs loop ------------------------------------------------------------------------------
+class _StepClock(Callback):
+    def __init__(self) -> None:
+        self.marks: list[float] = []
+
+    def on_step_end(self, state: TrainState) -> None:
+        self.marks.append(time.process_time())
 
 
-def _probe(n_tasks: int, label: str, batch: int, steps: int) -> None:
-    stepper = Stepper(METHODS[label], n_tasks, batch)
-    for _ in range(steps):
-        stepper.step()
-    print(json.dumps({"peak_rss_mb": _peak_rss_kib() / 1024}))
-
-
-def _peak_rss_kib() -> float:
-    # VmHWM is this address space's high-water mark; ru_maxrss would also count the parent's RSS at
-    # fork (Linux keeps it across exec), which made every probe report the parent's peak.
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return float(line.split()[1])
-    except OSError:
-        pass
-    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-
-
-# --- Jacobian strategies ---------------------------------------------------------------------------
-def jacobian_strategies(n_tasks: int, batch: int, repeats: int) -> dict[str, dict[str, float]]:
-    model, x, y = make_setting(n_tasks, batch)
-    model.eval()  # no dropout, so the torch.func re-run of the encoder sees the same function
-    shared = model.shared_parameters()
-    z = model.encode(x)
-    out = model.decode(z, x)
-    losses = [F.cross_entropy(out[t], y[:, i]) for i, t in enumerate(model.task_names)]
-    lv = torch.stack(losses)
-    names = [n for n, p in model.encoder.named_parameters()]
-
-    def loop_shared() -> torch.Tensor:
-        return torch.stack([
-            torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, shared, retain_graph=True)])
-            for loss in losses
-        ])
-
-    def func_shared() -> torch.Tensor:
-        jz = branch_jacobian(losses, z)
-        assert jz is not None
-        params = {n: p.detach() for n, p in model.encoder.named_parameters()}
-        _, vjp_fn = torch.func.vjp(lambda p: torch.func.functional_call(model.encoder, p, (x,)), params)
-        grads = torch.vmap(vjp_fn)(jz.view(n_tasks, *z.shape))[0]
-        return torch.cat([grads[n].reshape(n_tasks, -1) for n in names], dim=1)
-
-    def two_stage_loop() -> torch.Tensor:
-        jz = branch_jacobian(losses, z)
-        assert jz is not None
-        return torch.stack([
-            torch.cat([g.reshape(-1)
-                       for g in torch.autograd.grad(z, shared, jz[t].view_as(z), retain_graph=True)])
-            for t in range(n_tasks)
-        ])
-
-    def two_stage_vmap() -> torch.Tensor:
-        jz = branch_jacobian(losses, z)
-        assert jz is not None
-        gs = torch.autograd.grad(z, shared, jz.view(n_tasks, *z.shape), retain_graph=True,
-                                 is_grads_batched=True)
-        return torch.cat([g.reshape(n_tasks, -1) for g in gs], dim=1)
-
-    shared_fns: dict[str, Callable[[], torch.Tensor]] = {
-        "vmapped backward (is_grads_batched)": lambda: batched_jacobian(lv, shared),
-        "loop over a stacked loss vector (L[t] reaches all heads)": lambda: torch.stack([
-            torch.cat([g.reshape(-1) for g in torch.autograd.grad(lv[t], shared, retain_graph=True)])
-            for t in range(n_tasks)
-        ]),
-        "loop over the T individual losses": loop_shared,
-        "torch.func vjp + vmap (re-runs encoder forward)": func_shared,
-        "two-stage: heads once + vmapped encoder VJPs": two_stage_vmap,
-        "two-stage: heads once + loop of encoder VJPs": two_stage_loop,
-        "task_jacobian: per-loss loop over disjoint heads (used)":
-            lambda: task_jacobian(losses, shared, through=z),
-    }
-    rep_fns: dict[str, Callable[[], torch.Tensor]] = {
-        "vmapped backward (is_grads_batched)": lambda: batched_jacobian(lv, [z]),
-        "loop over a stacked loss vector (L[t] reaches all heads)": lambda: torch.stack([
-            torch.autograd.grad(lv[t], z, retain_graph=True)[0].reshape(-1) for t in range(n_tasks)]),
-        "branch_jacobian: graph walk + per-loss loop (used)": lambda: branch_jacobian(losses, z),
-    }
-    result: dict[str, dict[str, float]] = {}
-    for wrt, fns in (("shared", shared_fns), ("representation", rep_fns)):
-        ref = next(iter(fns.values()))()
-        for label, fn in fns.items():
-            err = (fn() - ref).abs().max().item() / max(ref.abs().max().item(), 1e-30)
-            if err > 1e-4:
-                raise AssertionError(f"{wrt}/{label}: relative error {err:.2e}")
-        times = {label: [] for label in fns}
-        for _ in range(repeats):
-            for label, fn in fns.items():
-                t0 = time.perf_counter()
-                fn()
-                times[label].append(time.perf_counter() - t0)
-        result[wrt] = {label: statistics.median(v) * 1e3 for label, v in times.items()}
-    return result
+def trainer_vs_loop(method_name: str, n_tasks: int, batch: int, steps: int, rounds: int) -> tuple[float, float]:
+    """Median per-step CPU time (ms) inside ``Trainer.fit`` and in a loop calling ``mtl_backward`` on the
+    same batches (one epoch each per round, alternated)."""
+    model, _, _ = make_setting(n_tasks, batch)
+    names = model.task_names
+    g = torch.Generator().manual_seed(1)
+    n = batch * steps
+    train = MultiTaskTensors(torch.randn(n, 1, 28, 28, generator=g),
+                             torch.randint(0, SETTINGS[n_tasks], (n, n_tasks), generator=g), names)
+    tiny = MultiTaskTensors(train.x[:8], train.y[:8], names)
+    splits = DataSplits(train, tiny, tiny, "synthetic MultiMNIST-shaped")
+    t_steps: list[float] = []
+    l_steps: list[float] = []
+    for r in range(rounds):
+        for kind in (("trainer", "loop") if r % 2 == 0 else ("loop", "trainer")):
+            torch.manual_seed(0)
+            m = hps_lenet(names, n_classes=SETTINGS[n_tasks])
+            method = build_method(method_name)
+            if kind == "trainer":
+                clock = _StepClock()
+                trainer = Trainer(m, method, optimizer="SGD", optimizer_kwargs={"lr": 1e-6, "momentum": 0.9},
+                                  epochs=1, batch_size=batch, callbacks=[clock])
+                start = time.process_time()
+                clock.marks.append(start)
+                trainer.fit(splits)
+                marks = clock.marks[: steps + 1]
+                t_steps += [b - a for a, b in zip(marks, marks[1:], strict=False)]
+            else:
+                shared = list(m.encoder.parameters())
+                heads = {t: list(m.heads[t].parameters()) for t in names}
+                setup_method(method, names, shared_params=shared, task_params=heads)
+                opt = torch.optim.SGD([*m.parameters(), *method.parameters()], lr=1e-6, momentum=0.9)
+                state = TrainState(model=m, optimizer=opt)
+                m.train()
+                gen = torch.Generator().manual_seed(0)
+                for idx in torch.randperm(len(train), generator=gen).split(batch):
+                    t0 = time.process_time()
+                    x = train.images(idx)
+                    targets = train.targets(idx)
+                    opt.zero_grad(set_to_none=True)
+                    z = m.encode(x)
+                    out = m.decode(z, x)
+                    losses = {t: F.cross_entropy(out[t], targets[t]) for t in names}
+                    moomtl.mtl_backward(losses, method, shared_params=shared, features=z, task_params=heads)
+                    opt.step()
+                    state.step += 1
+                    method.on_step_end(state)
+                    l_steps.append(time.process_time() - t0)
+    return statistics.median(t_steps) * 1e3, statistics.median(l_steps) * 1e3
 
 
 # --- report ----------------------------------------------------------------------------------------
@@ -288,38 +321,74 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def _fmt_ratio(r: float | None) -> str:
+    return "" if r is None else f"{r:.2f}x"
+
+
+def report_setting(n_tasks: int, times: dict[tuple[str, str], list[float]], failed: dict[str, str],
+                   rounds: int) -> tuple[list[str], list[str]]:
+    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    methods = available_methods()
+    hand_w = _hand_weightings()
+    lines = [f"### T = {n_tasks} ({'MultiMNIST' if n_tasks == 2 else 'ten ten-way heads'}), batch 256, "
+             f"{rounds} interleaved rounds", "",
+             "| method | cost class | moomtl (ms) | hand (ms) | moomtl / hand | target | TorchJD (ms) "
+             "| TorchJD seq (ms) | moomtl / TorchJD |",
+             "|---|---|---:|---:|---:|---|---:|---:|---:|"]
+    misses = []
+    for name in sorted({k[0] for k in times}):
+        cost = methods[name].card.cost
+        m, h = med[(name, "moomtl")], med[(name, "hand")]
+        ratio = m / h
+        exact = cost == "loss" or name in hand_w
+        target = TARGETS[cost]
+        if exact:
+            verdict = "met" if ratio <= target else "NOT met"
+            tgt = f"≤ {target:.2f}x {verdict}"
+            if verdict != "met":
+                misses.append(f"T={n_tasks} {name} ({cost}): {ratio:.2f}x > {target:.2f}x")
+        else:
+            tgt = "— (hand = class floor, mean weights)"
+        tj = med.get((name, "torchjd"))
+        tjs = med.get((name, "torchjd_seq"))
+        best = min(v for v in (tj, tjs) if v is not None) if tj is not None or tjs is not None else None
+        lines.append(f"| `{name}` | {cost} | {m:.1f} | {h:.1f} | {ratio:.2f}x | {tgt} | "
+                     f"{'' if tj is None else f'{tj:.1f}'} | {'' if tjs is None else f'{tjs:.1f}'} | "
+                     f"{_fmt_ratio(None if best is None else m / best)} |")
+    for name, err in failed.items():
+        lines.append(f"| `{name}` | failed | {err} | | | | | | |")
+    lines.append("")
+    return lines, misses
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tasks", default="2,40", help="comma-separated task counts (2 and/or 40)")
+    ap.add_argument("--tasks", default="2,10", help="comma-separated task counts (2 and/or 10)")
+    ap.add_argument("--methods", default=None, help="comma-separated method names (default: every registered)")
     ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--repeats", type=int, default=None,
-                    help="timed steps per method, interleaved (default: 100 at T=2, 25 at T=40)")
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--jac-repeats", type=int, default=9)
+    ap.add_argument("--rounds", default=None,
+                    help="timed rounds, one number or one per --tasks entry (default: 30 at T=2, 15 at T=10)")
+    ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    ap.add_argument("--no-memory", action="store_true", help="skip the per-method peak-RSS subprocesses")
+    ap.add_argument("--no-torchjd", action="store_true")
+    ap.add_argument("--trainer-methods", default="uniform,upgrad", help="methods of the trainer table ('' skips)")
+    ap.add_argument("--trainer-steps", type=int, default=20)
+    ap.add_argument("--trainer-rounds", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="write the markdown report here")
-    ap.add_argument("--append", action="store_true", help="append to --out instead of overwriting it")
-    ap.add_argument("--memory-probe", nargs=2, metavar=("T", "METHOD"), help=argparse.SUPPRESS)
-    ap.add_argument("--probe-steps", type=int, default=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    if args.memory_probe:
-        _probe(int(args.memory_probe[0]), args.memory_probe[1], args.batch, args.probe_steps)
-        return
+    names = list(available_methods()) if args.methods is None else args.methods.split(",")
+    from importlib.metadata import version
 
-    task_counts = [int(t) for t in args.tasks.split(",")]
     lines = [
-        "# Step overhead of gradient-based methods vs linear scalarization" if not args.append else "",
-        "",
-        f"## {torch.get_num_threads()} torch thread(s)",
+        "# Step overhead: moomtl.mtl_backward vs a hand-written loop and TorchJD",
         "",
         f"Generated by `benchmarks/step_overhead_bench.py` on {cpu_name()}, {os.cpu_count()} logical CPUs, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} torch thread(s), batch {args.batch}; "
-        "per setting, all methods' steps interleaved in one process (medians; ratios from the same run). "
-        "The machine was shared with other jobs: IQRs show the noise.",
+        f"torch {torch.__version__}, TorchJD {version('torchjd')}, {torch.get_num_threads()} torch thread(s), "
+        f"batch {args.batch}. Per-step CPU time (`time.process_time`), medians; every variant of a setting "
+        "stepped round-robin in one process. The machine was shared with other jobs.",
         "",
         "Command:",
         "",
@@ -328,53 +397,55 @@ def main() -> None:
         + " ".join(["benchmarks/step_overhead_bench.py", *sys.argv[1:]]),
         "```",
         "",
+        "@NOTES@",
+        "",
     ]
-    if not args.append:
-        lines[2:2] = [NOTES]
-    verdicts = []
-    for n_tasks in task_counts:
+    misses: list[str] = []
+    task_counts = [int(t) for t in args.tasks.split(",")]
+    given = [int(r) for r in args.rounds.split(",")] if args.rounds else []
+    for i, n_tasks in enumerate(task_counts):
+        rounds = (given[i] if i < len(given) else given[-1]) if given else (30 if n_tasks <= 2 else 15)
         print(f"timing T={n_tasks} ...", file=sys.stderr, flush=True)
-        repeats = args.repeats or (100 if n_tasks <= 8 else 25)
-        times = time_steps(n_tasks, args.batch, repeats, args.warmup, args.seed)
-        med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
-        q = {k: (sorted(v)[len(v) // 4] * 1e3, sorted(v)[(3 * len(v)) // 4] * 1e3) for k, v in times.items()}
-        base = med["linear (uniform)"]
-        mem = {} if args.no_memory else {label: peak_rss_mb(n_tasks, label, args.batch) for label in METHODS}
-        heads = "ten-way heads (MultiMNIST shape)" if n_tasks == 2 else "binary heads (CelebA-like count)"
-        lines += [f"### T = {n_tasks} {heads}, {repeats} timed steps per method", ""]
-        lines += ["| method | step median (ms) | IQR (ms) | ratio vs linear | target | peak RSS (MiB) "
-                  "| Δ RSS (MiB) |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
-        for label in [*METHODS, FLOOR]:
-            target = TARGETS.get((n_tasks, label))
-            ratio = med[label] / base
-            tgt = "" if target is None else f"≤ {target:.2f}x {'met' if ratio <= target else 'NOT met'}"
-            if target is not None:
-                verdicts.append(f"T={n_tasks} {label}: {ratio:.2f}x (target ≤ {target:.2f}x: "
-                                f"{'met' if ratio <= target else 'NOT met'})")
-            m = mem.get(label)
-            m_s = "" if m is None else f"{m:.0f}"
-            shown = f"*{label}*" if label == FLOOR else label
-            d_s = "" if m is None else f"{m - mem['linear (uniform)']:+.0f}"
-            lines.append(f"| {shown} | {med[label]:.1f} | {q[label][0]:.1f}–{q[label][1]:.1f} | {ratio:.2f}x "
-                         f"| {tgt} | {m_s} | {d_s} |")
+        times, failed = time_setting(names, n_tasks, args.batch, rounds, args.warmup, args.seed,
+                                     not args.no_torchjd)
+        sec, miss = report_setting(n_tasks, times, failed, rounds)
+        lines += sec
+        misses += miss
+        print("\n".join(sec), file=sys.stderr, flush=True)
+        write(args.out, lines, misses, done=False)
+    if args.trainer_methods:
+        lines += ["### Trainer vs a loop calling mtl_backward (T = 2)", "",
+                  "| method | Trainer.fit per step (ms) | loop per step (ms) | trainer / loop | target |",
+                  "|---|---:|---:|---:|---|"]
+        for name in args.trainer_methods.split(","):
+            print(f"trainer vs loop: {name} ...", file=sys.stderr, flush=True)
+            tr, lo = trainer_vs_loop(name, 2, args.batch, args.trainer_steps, args.trainer_rounds)
+            ok = tr / lo <= TRAINER_TARGET
+            if not ok:
+                misses.append(f"trainer {name}: {tr / lo:.3f}x > {TRAINER_TARGET:.2f}x")
+            lines.append(f"| `{name}` | {tr:.1f} | {lo:.1f} | {tr / lo:.3f}x | ≤ {TRAINER_TARGET:.2f}x "
+                         f"{'met' if ok else 'NOT met'} |")
         lines.append("")
-        print(f"timing Jacobian strategies T={n_tasks} ...", file=sys.stderr, flush=True)
-        jac = jacobian_strategies(n_tasks, args.batch, args.jac_repeats)
-        lines += [f"Per-task Jacobian alone (T = {n_tasks}, one retained graph, "
-                  f"median of {args.jac_repeats}):",
-                  "", "| w.r.t. | strategy | time (ms) |", "|---|---|---:|"]
-        for wrt, res in jac.items():
-            for label, ms in res.items():
-                lines.append(f"| {wrt} | {label} | {ms:.1f} |")
-        lines.append("")
-        print("\n".join(lines[-40:]), file=sys.stderr, flush=True)
-    lines += ["### Targets", ""] + [f"- {v}" for v in verdicts] + [""]
-    report = "\n".join(lines)
-    if args.out:
-        with open(args.out, "a" if args.append else "w") as f:
-            f.write(report)
-    print(report)
+    write(args.out, lines, misses, done=True)
+
+
+def write(out: str | None, lines: list[str], misses: list[str], done: bool) -> None:
+    """Write the report so far (after every section, so a run cut short keeps what it measured)."""
+    tail = ["### Targets missed", ""] + ([f"- {m}" for m in misses] or ["- none"]) + [""]
+    if not done:
+        tail = ["(run in progress: the sections above are complete)", ""] + tail
+    report = "\n".join(lines + tail)
+    if out:
+        notes = ""
+        if os.path.exists(out):  # keep the hand-written notes of the previous report
+            old = open(out).read()
+            a, b = old.find("<!-- notes -->"), old.find("<!-- /notes -->")
+            if a >= 0 and b > a:
+                notes = old[a: b + len("<!-- /notes -->")]
+        with open(out, "w") as f:
+            f.write(report.replace("@NOTES@", notes or "<!-- notes -->\n<!-- /notes -->"))
+    if done:
+        print(report.replace("@NOTES@", ""))
 
 
 if __name__ == "__main__":
