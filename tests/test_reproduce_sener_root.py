@@ -125,7 +125,7 @@ def test_celeba_entry_rows_paper_column_and_resume(tiny_models, tmp_path: Path,
     assert [r.ours for r in again.rows] == [r.ours for r in result.rows]
     # other settings into the same folder: refused (one ConfigError) before anything trains
     monkeypatch.setattr(celeba_entry, "QUICK", dataclasses.replace(celeba_entry.QUICK, image_size=12))
-    with pytest.raises(ConfigError, match="holds a run with other settings"):
+    with pytest.raises(ConfigError, match=r"single_Smiling/seed0 holds a run with other settings .*another --out"):
         reproduce("sener2018-celeba", out, quick=True, seeds=1, root=root)
     assert len(fits) == 5
 

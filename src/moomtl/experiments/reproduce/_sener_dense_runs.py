@@ -21,10 +21,11 @@ from typing import Any
 
 from rich.console import Console
 
-from moomtl.config import ExperimentConfig, parse_config
+from moomtl.config import ConfigError, ExperimentConfig, parse_config
 from moomtl.data.base import DataSplits
 from moomtl.experiments.reproduce.base import Stat
-from moomtl.experiments.run import build_data, check_resumable, run_experiment, run_finished
+from moomtl.experiments.run import build_data, read_run_config, run_experiment, run_finished
+from moomtl.rundir import settings_diff
 
 #: The paper's columns, in its order: key → (label, method config). Single task is expanded per task.
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -87,7 +88,13 @@ def train_all(
     """Train (or resume) every run; ``{(key, seed): run summary}`` (the dict run_experiment returns).
     Settings of a folder that holds another run are refused before anything trains."""
     for r in runs:
-        check_resumable(Path(r.cfg.out), r.cfg)
+        folder = Path(r.cfg.out)
+        if (folder / "config.yaml").is_file():
+            diffs = settings_diff(read_run_config(folder), r.cfg.to_dict())
+            if diffs:
+                raise ConfigError(
+                    f"{folder} holds a run with other settings ({'; '.join(diffs[:3])}); choose another --out "
+                    "(--overwrite does not delete the runs of an entry's folder)")
     cache: dict[str, DataSplits] = {}
     out: dict[tuple[str, int], dict[str, Any]] = {}
     for i, r in enumerate(runs):
