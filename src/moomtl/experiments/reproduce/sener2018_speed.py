@@ -51,8 +51,8 @@ class Plan:
     threads: int = 1
 
 
-FULL = Plan(celeba_batch=8, celeba_size=64, celeba_tasks=40, task_counts=(2, 10, 20), city_batch=2, city_height=128,
-            mm_batch=256, rounds=3, warmup=1)
+FULL = Plan(celeba_batch=8, celeba_size=64, celeba_tasks=40, task_counts=(2, 10), city_batch=2, city_height=128,
+            mm_batch=256, rounds=2, warmup=1)
 QUICK = Plan(celeba_batch=4, celeba_size=32, celeba_tasks=40, task_counts=(2, 10), city_batch=1, city_height=64,
              mm_batch=64, rounds=2, warmup=1)
 
