@@ -83,7 +83,7 @@ def roughness(values: Sequence[float]) -> float:
     >>> roughness([5.0, 4.0, 3.0, 2.0, 1.0, 0.0])   # a steady trend: no oscillation
     0.0
     >>> round(roughness([1.0, 1.0, 1.0, 2.0, 1.0, 2.0]), 3)
-    1.155
+    1.414
     """
     v = np.asarray(values, float)
     tail = v[len(v) // 2:]
