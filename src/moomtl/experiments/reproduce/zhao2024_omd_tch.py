@@ -101,7 +101,8 @@ SIZES: dict[str, Sizes] = {
 
 def _config(spec: MethodSpec, pref: Sequence[float], seed: int, sizes: Sizes, epochs: int, out: Path,
             source: str) -> ExperimentConfig:
-    dataset = "rotations_0_180" if len(pref) == 2 else "rotations_0_90_180"
+    # the registered rotation data set with one task per preference entry: ROT_A (2 tasks) or ROT_B (3)
+    dataset = next(name for name, ks in rot.DATASETS.items() if ks == (ROT_A if len(pref) == 2 else ROT_B))
     method = copy.deepcopy(spec.method)
     method["preference"] = [float(v) for v in pref]
     return ExperimentConfig(
