@@ -251,6 +251,7 @@ def test_sweep_with_seeds_then_compare_end_to_end(tmp_path, monkeypatch):
     md = (cmp / "comparison.md").read_text()
     assert [o["overlap"] for o in out["overlap"]] == [None, None]
     assert "lin vs tch (hypervolume): the interval of tch is undefined (1 seed)" in md
+    assert "Caution: with fewer than 5 seeds" in md
     first = (cmp / "comparison.json").read_text()
     assert runner.invoke(app, ["compare", str(lin), str(tch), "--out", str(cmp)]).exit_code == 0
     assert (cmp / "comparison.json").read_text() == first  # fixed bootstrap seed: the same report

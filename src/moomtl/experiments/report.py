@@ -41,6 +41,8 @@ from moomtl.rundir import RunFolderError, check_output_dir, has_state, locked
 
 RESULTS_JSON = "results.json"
 SEEDS_JSON = "seeds.json"
+#: Below this many seeds a compare report warns that the bootstrap interval undercovers.
+FEW_SEEDS = 5
 SEED_NOTE = ("seeds vary train.seed (model initialization, batch order); the data split (data.seed) is the "
              "same for every seed")
 DELTA_M_NOTE = ("Δm = (1/T) Σ_t (−1)^{h_t} (M_t − M_{b,t}) / M_{b,t} × 100 % against the single-task baselines "
@@ -736,8 +738,12 @@ def compare_sweeps(runs: Sequence[Path], out: Path) -> str:
         f"interval: percentile bootstrap of the mean over seeds ({stats.BOOTSTRAP_RESAMPLES} resamples, RNG seed "
         f"{stats.BOOTSTRAP_SEED}; undefined with 1 seed). Single-task baselines are not part of a sweep's front; "
         "'best' is the best trained point (seed mean).",
-        *(["", f"{DELTA_M_NOTE}."] if with_dm else []),
+        *(["", f"{DELTA_M_NOTE}. The best point is the one with the lowest seed-mean test Δm (chosen on test "
+               "data, so optimistic; the mean over the points is not a choice)."] if with_dm else []),
         *(["", "Intervals:", *[f"- {o['text']}" for o in overlap]] if overlap else []),
+        *(["", f"Caution: with fewer than {FEW_SEEDS} seeds the percentile-bootstrap interval is narrow (with 2 "
+               "seeds it spans just the two values) and covers the true mean less often than 95 %; read 'better "
+               "at 95 %' as indicative."] if overlap and any(1 < s.n < FEW_SEEDS for s in hv.values()) else []),
         *(["", "Degenerate fronts:", *degenerate] if degenerate else []),
     ])
     plot_fronts_overlay(fronts, out / "comparison.png", hv={n: s.mean for n, s in hv.items()},
