@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
+from moomtl.data import rotations as rot
 from moomtl.experiments.reproduce import _omd_metrics as om
-from moomtl.experiments.reproduce import _omd_rotation as rot
 from moomtl.experiments.reproduce import available_entries, reproduce
 from moomtl.experiments.reproduce import zhao2024_omd_tch as entry
+from moomtl.models.rotation_mlp import RotationMLP
 
 ENTRY = "zhao2024-omd-tch"
 
@@ -65,7 +66,7 @@ def test_rotation_tasks_are_the_same_images_turned() -> None:
 
 def test_rotation_mlp_is_one_network_for_every_task() -> None:
     torch.manual_seed(0)
-    model = rot.RotationMLP(("a", "b"), 10, hidden=16)
+    model = RotationMLP(("a", "b"), 10, hidden=16)
     x = torch.randn(5, 2, 28, 28)
     out = model(x)
     ref = torch.nn.Sequential(torch.nn.Flatten(), model.fc1, torch.nn.ReLU(), model.fc2)

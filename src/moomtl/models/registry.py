@@ -57,6 +57,13 @@ def _dense(widths: Sequence[int], hidden: int) -> ModelBuilder:
     return build
 
 
+def _rotation_mlp(task_names: Sequence[str], n_classes: Sequence[int],
+                  input_shape: Sequence[int] | None = None) -> MultiTaskModel:
+    from moomtl.models.rotation_mlp import rotation_mlp
+
+    return rotation_mlp(task_names, n_classes, input_shape)
+
+
 MODELS: dict[str, tuple[ModelBuilder, str]] = {
     "hps_lenet": (_hps_lenet, "HPS LeNet of Sener & Koltun (MultiMNIST-shaped 1x28x28 input)"),
     "mdmtn_multimnist": (_lazy("mdmtn_multimnist"), "MDMTN of Hotegni et al., MultiMNIST shape (1x28x28)"),
@@ -71,6 +78,8 @@ MODELS: dict[str, tuple[ModelBuilder, str]] = {
         _dense((64, 128, 256, 512), 128),
         "dilated ResNet-18 (output stride 8) + one conv head per dense task (Cityscapes-shaped)",
     ),
+    "rotation_mlp": (_rotation_mlp, "one MLP 784-200-10 shared by all tasks, task t on input channel t "
+                                    "(rotation tasks of zhao2024-omd-tch)"),
     "resnet18_dense_small": (
         _dense((16, 32, 64, 128), 32),
         "resnet18_dense with widths 16/32/64/128 and 32 hidden head channels, for CPU tests and demos",

@@ -1,7 +1,7 @@
 """Entry ``zhao2024-omd-tch``: OMD-TCH with adaptive online-to-batch conversion (AdaOMD-TCH) against TCH and
 STCH (Liu, Zhang, Xie, Donahue & Zhao, "Online Mirror Descent for Tchebycheff Scalarization in
 Multi-Objective Optimization", arXiv:2410.21764; presented by Han Zhao, seed 004) on the paper's rotation
-tasks, built from the real offline images (:mod:`._omd_rotation`: one task per rotation of the same
+tasks, built from the real offline images (:mod:`moomtl.data.rotations`: one task per rotation of the same
 images, one network shared by all tasks, classification, as the paper's rotation setting).
 
 (a) **Controlled solutions** (the talk's "controlled PO solution"; the paper's preference runs use two
@@ -36,11 +36,12 @@ from rich.console import Console
 
 from moomtl import io as mio
 from moomtl.config import ConfigError, DataConfig, ExperimentConfig, ModelConfig, TrainConfig
+from moomtl.data import rotations as rot
 from moomtl.data.base import DataSplits
 from moomtl.experiments.reproduce import _omd_metrics as om
-from moomtl.experiments.reproduce import _omd_rotation as rot
 from moomtl.experiments.reproduce.base import ReproResult, ReproRow, Stat, register
 from moomtl.experiments.run import run_experiment
+from moomtl.models.rotation_mlp import MODEL_NAME
 from moomtl.pareto import hypervolume
 
 
@@ -108,7 +109,7 @@ def _config(spec: MethodSpec, pref: Sequence[float], seed: int, sizes: Sizes, ep
     return ExperimentConfig(
         data=DataConfig(dataset=dataset, source=source, seed=seed, n_train=sizes.n_train,
                         n_test=sizes.n_test),
-        model=ModelConfig(name=rot.MODEL_NAME),
+        model=ModelConfig(name=MODEL_NAME),
         method=method,
         optimizer={"name": "SGD", "lr": sizes.lr},
         train=TrainConfig(epochs=epochs, batch_size=sizes.batch_size, seed=seed, device="cpu", progress=False),

@@ -9,31 +9,23 @@ std; every task has the image's own class label. The source is the real 5k MNIST
 train / 1000 test source images, stratified) or Fashion-MNIST (Debian package, a seeded stratified
 subset of the same size), with a seeded 10 % of the train images held out for validation. Registered as
 the data sets :data:`DATASETS` (rotations 0°/180° and 0°/90°/180°; ``data.source`` ``mnist5k`` (also for
-``auto``) or ``fashion``) when the data-set registry :mod:`moomtl.data.sets` is present.
+``auto``) or ``fashion``) in :mod:`moomtl.data.sets.rotations`.
 
-Model: the paper's ``MNISTFull`` (``FL/scripts/ds_models/MNIST.py``): ``784 → hidden (ReLU) → 10``, the
-*whole* network shared by all tasks and applied to each task's own rotated image, so
-``L_t(θ) = CE(f_θ(rot_t(X)), y)`` (no task-specific parameters). It is added to the model registry under
-:data:`MODEL_NAME` so that :func:`moomtl.experiments.run.run_experiment` builds it from the config.
+Model: :class:`moomtl.models.rotation_mlp.RotationMLP` (``rotation_mlp`` in the model registry).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from moomtl.data.base import DataSplits, MultiTaskTensors
 from moomtl.data.multimnist import holdout_split
 from moomtl.data.sources import GraySource, fashion_mnist, mnist_5k, stratified_split
-from moomtl.models.base import MultiTaskModel
-from moomtl.models.registry import MODELS
 
-MODEL_NAME = "rotation_mlp"
 #: registered data-set name → rotations (multiples of 90°)
 DATASETS: dict[str, tuple[int, ...]] = {"rotations_0_180": (0, 2), "rotations_0_90_180": (0, 1, 2)}
 SOURCES = ("mnist5k", "fashion")
@@ -100,78 +92,3 @@ def build_rotation_tasks(
     return DataSplits(split(src.train_images[keep], src.train_labels[keep]),
                       split(src.train_images[hold], src.train_labels[hold]),
                       split(src.test_images[test], src.test_labels[test]), desc)
-
-
-class RotationMLP(MultiTaskModel):
-    """One MLP ``784 → hidden → classes`` shared by every task; task ``t`` reads input channel ``t``.
-
-    ``encode``: ``[N, T, H, W] → [N, T, hidden]`` (the hidden ReLU features of each task's image);
-    ``decode``: the shared output layer on each task's features.
-
-    >>> m = RotationMLP(("a", "b"), 10, hidden=8, pixels=4)
-    >>> {k: tuple(v.shape) for k, v in m(torch.zeros(3, 2, 2, 2)).items()}
-    {'a': (3, 10), 'b': (3, 10)}
-    >>> m.task_specific_parameters()
-    []
-    """
-
-    def __init__(self, task_names: Sequence[str], n_classes: int, hidden: int = 200, pixels: int = 784) -> None:
-        super().__init__()
-        self.task_names = tuple(task_names)
-        self.fc1 = nn.Linear(pixels, hidden)
-        self.fc2 = nn.Linear(hidden, n_classes)
-
-    def encode(self, x: Tensor) -> Tensor:
-        if x.ndim != 4 or x.shape[1] != len(self.task_names):
-            raise ValueError(f"expected [N, {len(self.task_names)}, H, W] inputs (one channel per task), "
-                             f"got {tuple(x.shape)}")
-        return F.relu(self.fc1(x.flatten(2)))
-
-    def decode(self, z: Tensor, x: Tensor) -> dict[str, Tensor]:
-        out = self.fc2(z)
-        return {t: out[:, i] for i, t in enumerate(self.task_names)}
-
-    def shared_modules(self) -> nn.Module:
-        return self
-
-
-def _rotation_mlp(task_names: Sequence[str], n_classes: Sequence[int],
-                  input_shape: Sequence[int] | None = None) -> MultiTaskModel:
-    if len(set(int(c) for c in n_classes)) != 1:
-        raise ValueError(f"{MODEL_NAME} shares one output layer: every task needs the same classes, got "
-                         f"{list(n_classes)}")
-    pixels = 784 if input_shape is None else int(np.prod(input_shape[1:]))
-    return RotationMLP(task_names, int(n_classes[0]), pixels=pixels)
-
-
-MODELS.setdefault(MODEL_NAME, (
-    _rotation_mlp,
-    "one MLP 784-200-10 shared by all tasks, task t on input channel t (rotation tasks of zhao2024-omd-tch)",
-))
-
-
-def _register_datasets() -> None:
-    try:
-        from moomtl.data.sets import DataSet, get_dataset, register_dataset
-    except ImportError:  # a moomtl without the data-set registry: run_experiment gets the splits directly
-        return
-
-    def validate(d: Any) -> None:
-        if d.source not in (*SOURCES, "auto"):
-            raise ValueError(f"data.source for the rotation tasks must be one of {', '.join(SOURCES)}, got "
-                             f"{d.source!r}")
-
-    for name, ks in DATASETS.items():
-        def build(d: Any, ks: tuple[int, ...] = ks) -> DataSplits:
-            source = "mnist5k" if d.source == "auto" else d.source
-            return build_rotation_tasks(ks, source, seed=d.seed, n_train=d.n_train, n_test=d.n_test)
-
-        try:
-            get_dataset(name)
-        except KeyError:
-            register_dataset(DataSet(name, f"rotation tasks {', '.join(task_name(k) for k in ks)} of the same "
-                                     "images, mnist5k or fashion (reproduce entry zhao2024-omd-tch)", build,
-                                     keys=frozenset({"source"}), validate=validate))
-
-
-_register_datasets()
