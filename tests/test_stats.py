@@ -19,7 +19,7 @@ positive = st.floats(min_value=1e-3, max_value=1e3, allow_nan=False, allow_infin
 ratio = st.floats(min_value=-0.9, max_value=10.0, allow_nan=False, allow_infinity=False)
 values_list = st.lists(st.floats(min_value=-1e3, max_value=1e3, allow_nan=False, allow_infinity=False),
                        min_size=2, max_size=12)
-FAST = settings(max_examples=30, deadline=None)  # pure math on a few numbers; 30 examples keep the file fast
+FAST = settings(max_examples=15, deadline=None)  # pure math on a few numbers; 15 examples keep the file fast
 
 
 # --- Δm -----------------------------------------------------------------------------------------
@@ -267,6 +267,7 @@ def test_interval_sentences():
     assert "disjoint — A is better" in _overlap_sentence("A", "C", "IGD+", a, c, higher=False)
 
 
+@pytest.mark.slow  # 2 trainings (~2.4 s); the default suite's time budget is spent by the sweep test above
 def test_train_with_seeds_reports_mean_and_sd(tmp_path):
     cfg, out = _tiny_config(tmp_path), tmp_path / "run"
     r = CliRunner().invoke(app, ["train", "-c", cfg, "--seeds", "2", "--out", str(out)])
