@@ -75,6 +75,30 @@ def _count_training(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return trained
 
 
+def test_multimnist_entry_rows_from_given_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The entry on stand-in run summaries (accuracy 0.9 + 0.01·seed, single task 0.95): the rows, stats
+    over seeds, claims and files; real training is in the slow tests below."""
+    monkeypatch.setattr(mm, "QUICK", TINY_MM)
+    planned: list[str] = []
+
+    def fake_train_all(runs, console):  # type: ignore[no-untyped-def]
+        planned.extend(r.cfg.out for r in runs)
+        acc = {(r.key, r.seed): 0.95 if r.method == "single" else 0.9 + 0.01 * r.seed for r in runs}
+        return {k: {"data": "stand-in", "final": {f"test/{t}/acc": v for t in mm.TASKS}} for k, v in acc.items()}
+
+    monkeypatch.setattr(mm.grid, "train_all", fake_train_all)
+    out = tmp_path / "mm"
+    result, md = reproduce("sener2018-multimnist", out, quick=True, seeds=2)
+    assert len(planned) == 14 and len(set(planned)) == 14  # (7 runs) × (2 seeds), one folder each
+    _check_multimnist(result, md, out, seeds=2)
+    uniform = result.rows[1].stats["left"]
+    assert uniform.mean == pytest.approx(90.5) and uniform.sd == pytest.approx(0.7071, abs=1e-4)
+    by = {r.item: r.agrees for r in result.rows}
+    assert by["static scaling below single task"] and not by["MGDA-UB above uniform, Kendall et al. and GradNorm on "
+                                                              "both tasks"]
+
+
+@pytest.mark.slow
 def test_multimnist_entry_tiny_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(mm, "QUICK", TINY_MM)
     out = tmp_path / "mm"
