@@ -241,7 +241,7 @@ def run(out: Path, quick: bool, seeds: int, root: Path | None, console: Console)
         "points. The claim rows compare means; differences smaller than their sd are within seed noise.",
         "MGDA-UB (l2) on two tasks: the min-norm weights of two unit vectors are (½, ½) at every step, and the "
         "update weights the raw losses with them, so it trains as uniform scaling (up to float rounding); its "
-        "row and the claim rows (which use it, as the brief's configuration) test uniform scaling again. "
+        "row and the claim rows (which use it: l2 is this entry's MGDA-UB configuration) test uniform scaling again. "
         "MGDA-UB without normalization is the informative MGDA-UB row here.",
         "The seed text of the paper has no tables: the paper column is its MultiMNIST table as recorded in the "
         "project's notes on the seeds; the quoted statements are from the seed text (Sec. 6.1).",
