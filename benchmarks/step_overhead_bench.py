@@ -173,8 +173,9 @@ class HandStep(Stepper):
             lv.sum().backward()
             return
         if self.cost == "representation":
-            jac = torch.stack([torch.autograd.grad(lv[i], z, retain_graph=True)[0].reshape(-1)
-                               for i in range(len(self.names))])
+            # losses[t], not lv[t]: a row of the stacked vector reaches every head (T² head passes).
+            jac = torch.stack([torch.autograd.grad(losses[t], z, retain_graph=True)[0].reshape(-1)
+                               for t in self.names])
             w = self.weighting(jac @ jac.T, self.solver_method).to(lv)
             (w.detach() * lv).sum().backward()
             return
@@ -397,7 +398,7 @@ def main() -> None:
         + " ".join(["benchmarks/step_overhead_bench.py", *sys.argv[1:]]),
         "```",
         "",
-        "@NOTES@",
+        "## Results",
         "",
     ]
     misses: list[str] = []
@@ -431,7 +432,7 @@ def main() -> None:
 
 def write(out: str | None, lines: list[str], misses: list[str], done: bool) -> None:
     """Write the report so far (after every section, so a run cut short keeps what it measured)."""
-    tail = ["### Targets missed", ""] + ([f"- {m}" for m in misses] or ["- none"]) + [""]
+    tail = ["### Targets missed", ""] + ([f"- {m}" for m in misses] or ["- none"]) + ["", "@NOTES@", ""]
     if not done:
         tail = ["(run in progress: the sections above are complete)", ""] + tail
     report = "\n".join(lines + tail)
