@@ -184,6 +184,10 @@ def sweep(
     method: MethodOpt = None,
     preferences: Annotated[int, typer.Option(help="Number of preference vectors (Das-Dennis lattice).")] = 11,
     workers: Annotated[int, typer.Option(help="Train this many points in parallel processes.")] = 1,
+    backend: Annotated[str, typer.Option(help="Where points train: process (this machine) or ray (Ray tasks; "
+                                              "needs the ray extra).")] = "process",
+    address: Annotated[str | None, typer.Option(help="With --backend ray: the cluster (auto, ray://HOST:10001, "
+                                                     "HOST:6379); default a local Ray.")] = None,
     single_task: Annotated[bool, typer.Option(help="Also train one single-task baseline per task.")] = False,
     out: Annotated[str | None, typer.Option(help="Output folder of the sweep.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Retrain every point and replace the folder's report.")] = False,
@@ -203,7 +207,8 @@ def sweep(
         cfg = _config(config, _method_overrides(config, method, set_), out=out)
         report = run_preference_sweep(
             cfg, method=method, n_preferences=preferences, workers=workers, single_task=single_task,
-            console=console, reference_front=reference_front, overwrite=overwrite, seeds=seeds,
+            console=console, reference_front=reference_front, overwrite=overwrite, seeds=seeds, backend=backend,
+            address=address,
         )
         console.print(report.markdown)
 

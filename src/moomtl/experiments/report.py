@@ -424,7 +424,7 @@ def run_preference_sweep(
     cfg: ExperimentConfig, method: str | None = None, n_preferences: int = 11, workers: int = 1,
     single_task: bool = False, console: Console | None = None, title: str | None = None,
     preferences: np.ndarray | None = None, reference_front: Path | None = None, overwrite: bool = False,
-    seeds: int = 1,
+    seeds: int = 1, backend: str = "process", address: str | None = None,
 ) -> SweepReport:
     """Train ``n_preferences`` models of ``method`` (default: the config's) on a Das-Dennis lattice
     of preferences, or on the rows of ``preferences`` when given (plus single-task baselines if
@@ -441,6 +441,9 @@ def run_preference_sweep(
         raise ConfigError(f"--preferences must be ≥ 1, got {n_preferences}")
     if workers < 1:
         raise ConfigError(f"--workers must be ≥ 1, got {workers}")
+    from moomtl.experiments.backends import check_backend
+
+    check_backend(backend, address)
     seed_values = seed_list(cfg.train.seed, seeds)
     console = console or Console()
     out = Path(cfg.out)
@@ -452,7 +455,7 @@ def run_preference_sweep(
                 for s in seed_values:
                     _check_report_owner(out / SEED_DIR.format(s), name, 1)
         report = _sweep(cfg, name, n_preferences, workers, single_task, console, title, preferences,
-                        reference_front, overwrite, seed_values)
+                        reference_front, overwrite, seed_values, backend=backend, address=address)
         if cfg.train.tensorboard and (out / "pareto.png").is_file():
             from moomtl.train.tensorboard import log_image
 
@@ -508,7 +511,7 @@ def _point_line(summary: dict[str, Any], task_names: Sequence[str]) -> str:
 def _sweep(
     cfg: ExperimentConfig, name: str, n_preferences: int, workers: int, single_task: bool, console: Console,
     title: str | None, preferences: np.ndarray | None, reference_front: Path | None, overwrite: bool,
-    seeds: Sequence[int] = (),
+    seeds: Sequence[int] = (), backend: str = "process", address: str | None = None,
 ) -> SweepReport:
     from moomtl.experiments.run import build_data
     from moomtl.pareto import lattice_for
@@ -549,7 +552,8 @@ def _sweep(
         console.print(f"  model {k}/{todo} {where}{p.label}: test {_point_line(summary, task_names)} "
                       f"({summary['wall_seconds']:.1f} s{eta})")
 
-    summaries = run_points(points, workers=workers, on_done=report_point, overwrite=overwrite)
+    summaries = run_points(points, workers=workers, on_done=report_point, overwrite=overwrite, backend=backend,
+                           address=address)
     rows = [result_row(p, s, task_names) for p, s in zip(points, summaries, strict=True)]
     title = title or f"{name} sweep on {cfg.data.dataset}"
     extra = {"method": name, "data": splits.description}

@@ -13,15 +13,14 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from moomtl.config import ConfigError, ExperimentConfig
+from moomtl.experiments.backends import check_backend, local_map, ray_map
 from moomtl.experiments.run import check_resumable, read_run_result, run_experiment, run_finished
 from moomtl.methods.base import get_method_class
 
@@ -122,28 +121,31 @@ def _run_point(point: SweepPoint, threads: int | None, overwrite: bool = False) 
 
 def run_points(
     points: Sequence[SweepPoint], workers: int = 1, on_done: Callable[[SweepPoint, dict[str, Any]], None] | None = None,
-    overwrite: bool = False,
+    overwrite: bool = False, backend: str = "process", address: str | None = None,
 ) -> list[dict[str, Any]]:
     """Train every unfinished point (skipping those with a ``result.json``); return all summaries
     in the order of ``points``. With ``workers > 1`` points run in separate processes, each with
-    ``cores // workers`` torch threads. Every point that holds any state (finished or interrupted)
-    is compared with its settings first, before anything is trained (``overwrite``: retrain all)."""
+    ``cores // workers`` torch threads; with ``backend="ray"`` as Ray tasks (a local Ray with ``workers``
+    CPUs' worth of tasks, or the cluster at ``address``; :mod:`moomtl.experiments.backends`). Every point
+    that holds any state (finished or interrupted) is compared with its settings first, before anything
+    is trained (``overwrite``: retrain all) — for every backend alike."""
+    check_backend(backend, address)
     todo = list(points) if overwrite else [p for p in points if not p.done]
-    if workers <= 1 or len(todo) <= 1:
+    if backend == "ray" and todo:
+        threads = max(1, (os.cpu_count() or 1) // max(workers, 1)) if address is None else 1
         for p in todo:
-            summary = _run_point(p, None, overwrite)
-            if on_done:
-                on_done(p, summary)
+            p.cfg.train.progress = False
+        done = ray_map(_run_point, todo, threads, overwrite, address=address)
+    elif workers <= 1 or len(todo) <= 1:
+        done = ((p, _run_point(p, None, overwrite)) for p in todo)
     else:
         threads = max(1, (os.cpu_count() or 1) // workers)
         for p in todo:
             p.cfg.train.progress = False  # progress bars from several processes garble the terminal
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(_run_point, p, threads, overwrite): p for p in todo}
-            for fut, p in futures.items():
-                summary = fut.result()
-                if on_done:
-                    on_done(p, summary)
+        done = local_map(_run_point, todo, workers, threads, overwrite)
+    for p, summary in done:
+        if on_done:
+            on_done(p, summary)
     return [read_run_result(Path(p.cfg.out)) for p in points]
 
 
