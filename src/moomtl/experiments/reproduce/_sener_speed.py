@@ -5,50 +5,27 @@ interleaved round-robin in a seeded shuffled order per round, and each step is t
 not inflate the way they inflate wall time); medians per method.
 
 The training step, the Cityscapes setting and the paper's ratios come from
-``benchmarks/paper_models_bench.py`` (loaded from the source checkout, not copied); this module adds the
+:mod:`moomtl.experiments.paper_models` (which ``benchmarks/paper_models_bench.py`` also uses); this module adds the
 MultiMNIST LeNet setting, a CelebA setting with any number of tasks, and the process-time loop.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import statistics
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from functools import cache
-from pathlib import Path
-from types import ModuleType
 
 import torch
 
-from moomtl.data.base import DataError
+from moomtl.experiments.paper_models import Step
 from moomtl.models.base import MultiTaskModel
 from moomtl.models.registry import build_model
 from moomtl.tasks import Classification, Task
 
 #: (make_model, inputs, targets, tasks): the benchmark's setting tuple.
 Setting = tuple[Callable[[], MultiTaskModel], torch.Tensor, dict[str, torch.Tensor], dict[str, Task]]
-
-BENCH = Path("benchmarks") / "paper_models_bench.py"
-
-
-@cache
-def paper_models_bench() -> ModuleType:
-    """``benchmarks/paper_models_bench.py`` of the source checkout this package runs from."""
-    path = Path(__file__).resolve().parents[4] / BENCH
-    if not path.is_file():
-        raise DataError(f"sener2018-speed times the steps of {BENCH}, which is not at {path}: run it from a source "
-                        "checkout of moomtl (pip install -e .)")
-    spec = importlib.util.spec_from_file_location("moomtl_paper_models_bench", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
 
 def celeba_setting(batch: int, size: int, n_tasks: int = 40, model: str = "resnet18_celeba") -> Setting:
     """The benchmark's CelebA setting with ``n_tasks`` binary attributes (the paper: 40)."""
@@ -85,7 +62,7 @@ def time_steps(setting: Setting, methods: Mapping[str, str], rounds: int, warmup
                threads: int | None = 1) -> dict[str, list[float]]:
     """``{label: [process seconds per step]}`` for ``methods`` (label → registered method name), each
     stepped ``warmup`` times untimed, then ``rounds`` times interleaved in a shuffled order per round."""
-    step_cls = paper_models_bench().Step
+    step_cls = Step
     make_model, x, targets, tasks = setting
     with torch_threads(threads):
         torch.manual_seed(seed)

@@ -4,7 +4,8 @@ approximation (Sec. 3.3 and 6.4, Table 2): training with MGDA-UB instead of MGDA
 because MGDA needs one backward pass through the shared encoder per task and MGDA-UB one in all.
 
 Measured here as per-step CPU-time RATIOS in one process (:mod:`._sener_speed`: the training step of
-``benchmarks/paper_models_bench.py``, methods interleaved, medians of ``time.process_time``, one torch
+``moomtl.experiments.paper_models`` (as ``benchmarks/paper_models_bench.py``), methods interleaved,
+medians of ``time.process_time``, one torch
 thread) on the papers' models from the registry: the CelebA ResNet-18 with 40 heads, the Cityscapes
 dense model with three tasks, the MultiMNIST LeNet (two tasks; the paper gives no time for it) and the
 CelebA model with fewer tasks to show how the ratio grows with the number of tasks. Inputs are random
@@ -59,7 +60,8 @@ QUICK = Plan(celeba_batch=4, celeba_size=32, celeba_tasks=40, task_counts=(2, 10
 
 def _settings(plan: Plan) -> dict[str, tuple[str, sp.Setting]]:
     """name → (description, setting); CelebA first, then the task-count sweep, Cityscapes, MultiMNIST."""
-    bench = sp.paper_models_bench()
+    from moomtl.experiments import paper_models as bench
+
     b, s, t = plan.celeba_batch, plan.celeba_size, plan.celeba_tasks
     out = {"CelebA": (f"resnet18_celeba, {t} binary heads, batch {b} of 3×{s}×{s}", sp.celeba_setting(b, s, t))}
     for n in plan.task_counts:

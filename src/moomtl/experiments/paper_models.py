@@ -1,0 +1,66 @@
+"""The papers' settings and one timed training step, shared by ``benchmarks/paper_models_bench.py`` and
+the ``sener2018-speed`` reproduction: the CelebA ResNet-18 with 40 binary heads (64×64 RGB) and the dense
+dilated ResNet-18 with Cityscapes' three tasks (19-class segmentation, 2-channel instance offsets, 1-channel
+disparity at 1/8 resolution), on synthetic inputs (the cost of a step does not depend on pixel values), and
+:class:`Step`: one method stepping its own model copy as the trainer does (forward → task losses →
+``method.backward`` with a ``StepContext`` → optimizer step)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from moomtl.autodiff.context import StepContext
+from moomtl.methods import build_method
+from moomtl.models.base import MultiTaskModel
+from moomtl.models.registry import build_model
+from moomtl.tasks import Classification, MaskedL1, Segmentation, Task
+
+METHODS = {"linear (uniform)": "uniform", "MGDA-UB": "mgda_ub", "MGDA": "mgda"}
+PAPER_RATIO = {"CelebA": 429.9 / 16.1, "Cityscapes": 38.6 / 23.3}  # MGDA / MGDA-UB training time
+
+
+def celeba_setting(batch: int, size: int) -> tuple[Callable[[], MultiTaskModel], torch.Tensor, dict, dict]:
+    names = tuple(f"attr{i:02d}" for i in range(40))
+    x = torch.randn(batch, 3, size, size)
+    targets = {t: torch.randint(0, 2, (batch,)) for t in names}
+    tasks: dict[str, Task] = {t: Classification() for t in names}
+    return (lambda: build_model("resnet18_celeba", names, [2] * 40, input_shape=(3, size, size))), x, targets, tasks
+
+
+def cityscapes_setting(batch: int, height: int) -> tuple[Callable[[], MultiTaskModel], torch.Tensor, dict, dict]:
+    width = 2 * height
+    h, w = height // 8, width // 8
+    x = torch.randn(batch, 3, height, width)
+    depth = torch.rand(batch, 1, h, w) * 50
+    depth[:, :, : h // 4] = float("nan")  # sky: no disparity
+    instance = torch.randn(batch, 2, h, w) * 20
+    instance[:, :, h // 2 :] = float("nan")  # pixels off instances
+    targets = {"segmentation": torch.randint(0, 19, (batch, h, w)), "instance": instance, "depth": depth}
+    tasks: dict[str, Task] = {"segmentation": Segmentation(19), "instance": MaskedL1(), "depth": MaskedL1()}
+    names = tuple(targets)
+    return (lambda: build_model("resnet18_dense", names, [19, 2, 1], input_shape=(3, height, width))), x, targets, tasks
+
+
+class Step:
+    """One method, its own model copy and optimizer, stepping on a fixed batch."""
+
+    def __init__(self, method: str, make_model: Callable[[], MultiTaskModel], x: torch.Tensor, targets: dict,
+                 tasks: dict) -> None:
+        torch.manual_seed(0)
+        self.model, self.x, self.targets, self.tasks = make_model(), x, targets, tasks
+        self.method = build_method(method)
+        self.method.setup(self.model.task_names, self.model)
+        self.opt = torch.optim.SGD([*self.model.parameters(), *self.method.parameters()], lr=1e-5, momentum=0.9)
+        self.step = 0
+        self.model.train()
+
+    def __call__(self) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        z = self.model.encode(self.x)
+        out = self.model.decode(z, self.x)
+        losses = {t: self.tasks[t].loss(out[t], self.targets[t]) for t in self.model.task_names}
+        self.method.backward(losses, StepContext(self.model, losses, z, self.step))
+        self.opt.step()
+        self.step += 1
