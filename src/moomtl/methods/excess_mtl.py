@@ -106,5 +106,6 @@ class ExcessMTL(Method):
         self.loss_weight.copy_(torch.where(first, self.loss_weight, updated))
         self.initial_risk.copy_(initial)
         self.initialized.fill_(True)
-        ctx.backward_weighted(self.loss_weight)
+        w = self.loss_weight.detach().clone()
+        ctx.apply_coefficients(w, "shared", head_weights=w)  # from the Jacobian already taken: no second pass
         return weights_info(self.task_names or ctx.task_names, self.loss_weight)

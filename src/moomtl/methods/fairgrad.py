@@ -150,5 +150,5 @@ class FairGrad(Method):
     def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
         gram = ctx.gramian("shared")
         w = torch.as_tensor(fairgrad_weights(gram, self.alpha), dtype=gram.dtype).to(gram.device)
-        ctx.backward_weighted(w)
+        ctx.apply_coefficients(w, "shared", head_weights=w)  # from the Jacobian already taken: no second pass
         return weights_info(self.task_names or ctx.task_names, w)
