@@ -20,8 +20,9 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/moomtl demo --out runs/demo
 
+# Two pytest processes (pytest-xdist): the suite is single-threaded per test (tests/conftest.py).
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" -n 2
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
