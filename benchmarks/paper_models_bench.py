@@ -17,31 +17,25 @@ from __future__ import annotations
 
 import argparse
 import platform
-import random
 import statistics
 import time
 
 import torch
 
-from moomtl.experiments.paper_models import METHODS, PAPER_RATIO, Step, celeba_setting, cityscapes_setting
+from moomtl.experiments.paper_models import (
+    METHODS,
+    PAPER_RATIO,
+    Step,
+    celeba_setting,
+    cityscapes_setting,
+    interleaved_times,
+)
 
 
 def time_setting(setting: tuple, repeats: int, warmup: int, seed: int) -> dict[str, list[float]]:
     make_model, x, targets, tasks = setting
     steps = {label: Step(name, make_model, x, targets, tasks) for label, name in METHODS.items()}
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
-    times: dict[str, list[float]] = {label: [] for label in steps}
-    rng = random.Random(seed)
-    for _ in range(repeats):
-        order = list(steps)
-        rng.shuffle(order)
-        for label in order:
-            t0 = time.perf_counter()
-            steps[label]()
-            times[label].append(time.perf_counter() - t0)
-    return times
+    return interleaved_times(steps, repeats, warmup, seed, clock=time.perf_counter)
 
 
 def report(name: str, description: str, times: dict[str, list[float]]) -> str:

@@ -341,24 +341,28 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return out
 
 
+def read_config_mapping(path: str | Path | None) -> dict[str, Any]:
+    """The raw mapping of a YAML config file (``{}`` for ``None``), or one clear :class:`ConfigError`."""
+    if path is None:
+        return {}
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    try:
+        loaded = parse_yaml(p.read_bytes().decode("utf-8"))
+    except OSError as e:
+        raise ConfigError(f"config file {p} cannot be read ({e.strerror or e})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {p} is not UTF-8 text") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"config file {p} must hold a mapping of sections")
+    return loaded or {}
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
-    raw: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist")
-        try:
-            loaded = parse_yaml(p.read_bytes().decode("utf-8"))
-        except OSError as e:
-            raise ConfigError(f"config file {p} cannot be read ({e.strerror or e})") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"config file {p} is not UTF-8 text") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"config file {p} must hold a mapping of sections")
-        raw = loaded or {}
-    return parse_config(apply_overrides(raw, overrides or []))
+    return parse_config(apply_overrides(read_config_mapping(path), overrides or []))
 
 
 def dump_config(cfg: ExperimentConfig) -> str:

@@ -7,7 +7,9 @@ disparity at 1/8 resolution), on synthetic inputs (the cost of a step does not d
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import random
+import time
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -64,3 +66,24 @@ class Step:
         self.method.backward(losses, StepContext(self.model, losses, z, self.step))
         self.opt.step()
         self.step += 1
+
+
+def interleaved_times(steps: Mapping[str, Callable[[], None]], rounds: int, warmup: int, seed: int,
+                      clock: Callable[[], float] = time.process_time) -> dict[str, list[float]]:
+    """``{label: [seconds per step]}``: every step run ``warmup`` times untimed, then ``rounds`` times
+    interleaved in a seeded shuffled order per round, timed with ``clock`` (process time by default:
+    other processes on a shared machine do not inflate it)."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    times: dict[str, list[float]] = {label: [] for label in steps}
+    rng = random.Random(seed)
+    for _ in range(rounds):
+        order = list(steps)
+        rng.shuffle(order)
+        for label in order:
+            t0 = clock()
+            steps[label]()
+            times[label].append(clock() - t0)
+    return times
+

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from moomtl.config import ConfigError, ExperimentConfig, _build, apply_overrides, parse_config, parse_yaml
+from moomtl.config import ConfigError, ExperimentConfig, _build, apply_overrides, parse_config, read_config_mapping
 from moomtl.psl.conditioning import ENCODER_CONDITIONINGS, HEAD_CONDITIONINGS
 
 
@@ -64,23 +64,7 @@ def split_psl_config(raw: dict[str, Any]) -> tuple[ExperimentConfig, PSLConfig]:
 
 def load_psl_config(path: str | Path | None, overrides: list[str] | None = None) -> tuple[ExperimentConfig, PSLConfig]:
     """Read a YAML config (``None``: defaults), apply ``section.key=value`` overrides (also ``psl.*``)."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist")
-        try:
-            loaded = parse_yaml(p.read_bytes().decode("utf-8"))
-        except OSError as e:
-            raise ConfigError(f"config file {p} cannot be read ({e.strerror or e})") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"config file {p} is not UTF-8 text") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"config file {p} must hold a mapping of sections")
-        raw = loaded or {}
-    return split_psl_config(apply_overrides(raw, overrides or []))
+    return split_psl_config(apply_overrides(read_config_mapping(path), overrides or []))
 
 
 def settings_of(cfg: ExperimentConfig, psl: PSLConfig) -> dict[str, Any]:

@@ -11,15 +11,13 @@ MultiMNIST LeNet setting, a CelebA setting with any number of tasks, and the pro
 
 from __future__ import annotations
 
-import random
 import statistics
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import torch
 
-from moomtl.experiments.paper_models import Step
+from moomtl.experiments.paper_models import Step, interleaved_times
 from moomtl.models.base import MultiTaskModel
 from moomtl.models.registry import build_model
 from moomtl.tasks import Classification, Task
@@ -67,19 +65,7 @@ def time_steps(setting: Setting, methods: Mapping[str, str], rounds: int, warmup
     with torch_threads(threads):
         torch.manual_seed(seed)
         steps = {label: step_cls(name, make_model, x, targets, tasks) for label, name in methods.items()}
-        for step in steps.values():
-            for _ in range(warmup):
-                step()
-        times: dict[str, list[float]] = {label: [] for label in steps}
-        rng = random.Random(seed)
-        for _ in range(rounds):
-            order = list(steps)
-            rng.shuffle(order)
-            for label in order:
-                t0 = time.process_time()
-                steps[label]()
-                times[label].append(time.process_time() - t0)
-    return times
+        return interleaved_times(steps, rounds, warmup, seed)
 
 
 def medians(times: Mapping[str, Sequence[float]]) -> dict[str, float]:
