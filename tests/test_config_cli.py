@@ -153,3 +153,11 @@ def test_python_dash_m_moomtl_is_the_cli():
 
     out = subprocess.run([sys.executable, "-m", "moomtl", "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "train" in out.stdout and "sweep" in out.stdout
+
+
+def test_optimizer_settings_without_a_name_change_the_default_optimizer():
+    from moomtl.config import parse_config
+
+    cfg = parse_config({"optimizer": {"lr": 0.05}})
+    assert cfg.optimizer == {"name": "SGD", "lr": 0.05, "momentum": 0.9}
+    assert parse_config({"optimizer": {"name": "Adam", "lr": 1e-3}}).optimizer == {"name": "Adam", "lr": 1e-3}

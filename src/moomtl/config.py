@@ -242,9 +242,10 @@ def parse_config(raw: dict[str, Any] | None) -> ExperimentConfig:
     moomtl.config.ConfigError: train.epochs: expected an integer, got 'two'
     """
     cfg = _build(ExperimentConfig, raw or {}, "")
-    for section in ("method", "optimizer"):
-        if "name" not in getattr(cfg, section):
-            raise ConfigError(f"{section}.name is required")
+    if "name" not in cfg.optimizer:  # only settings of the default optimizer given (--set optimizer.lr=0.05)
+        cfg.optimizer = {**ExperimentConfig().optimizer, **cfg.optimizer}
+    if "name" not in cfg.method:
+        raise ConfigError("method.name is required")
     if cfg.scheduler is not None and "name" not in cfg.scheduler:
         raise ConfigError("scheduler.name is required when a scheduler is given")
     if cfg.train.epochs < 1:
