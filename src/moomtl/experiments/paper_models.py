@@ -23,12 +23,14 @@ METHODS = {"linear (uniform)": "uniform", "MGDA-UB": "mgda_ub", "MGDA": "mgda"}
 PAPER_RATIO = {"CelebA": 429.9 / 16.1, "Cityscapes": 38.6 / 23.3}  # MGDA / MGDA-UB training time
 
 
-def celeba_setting(batch: int, size: int) -> tuple[Callable[[], MultiTaskModel], torch.Tensor, dict, dict]:
-    names = tuple(f"attr{i:02d}" for i in range(40))
+def celeba_setting(batch: int, size: int, n_tasks: int = 40, model: str = "resnet18_celeba",
+                   ) -> tuple[Callable[[], MultiTaskModel], torch.Tensor, dict, dict]:
+    """The CelebA ResNet-18 with ``n_tasks`` binary attributes (the paper: 40) on a random batch."""
+    names = tuple(f"attr{i:02d}" for i in range(n_tasks))
     x = torch.randn(batch, 3, size, size)
     targets = {t: torch.randint(0, 2, (batch,)) for t in names}
     tasks: dict[str, Task] = {t: Classification() for t in names}
-    return (lambda: build_model("resnet18_celeba", names, [2] * 40, input_shape=(3, size, size))), x, targets, tasks
+    return (lambda: build_model(model, names, [2] * n_tasks, input_shape=(3, size, size))), x, targets, tasks
 
 
 def cityscapes_setting(batch: int, height: int) -> tuple[Callable[[], MultiTaskModel], torch.Tensor, dict, dict]:

@@ -25,15 +25,6 @@ from moomtl.tasks import Classification, Task
 #: (make_model, inputs, targets, tasks): the benchmark's setting tuple.
 Setting = tuple[Callable[[], MultiTaskModel], torch.Tensor, dict[str, torch.Tensor], dict[str, Task]]
 
-def celeba_setting(batch: int, size: int, n_tasks: int = 40, model: str = "resnet18_celeba") -> Setting:
-    """The benchmark's CelebA setting with ``n_tasks`` binary attributes (the paper: 40)."""
-    names = tuple(f"attr{i:02d}" for i in range(n_tasks))
-    x = torch.randn(batch, 3, size, size)
-    targets = {t: torch.randint(0, 2, (batch,)) for t in names}
-    tasks: dict[str, Task] = {t: Classification() for t in names}
-    return (lambda: build_model(model, names, [2] * n_tasks, input_shape=(3, size, size))), x, targets, tasks
-
-
 def multimnist_setting(batch: int) -> Setting:
     """The paper's MultiMNIST HPS LeNet: two 10-way digit tasks on 1×28×28 inputs."""
     names = ("left", "right")

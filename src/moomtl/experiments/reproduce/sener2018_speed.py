@@ -26,6 +26,7 @@ import torch
 from rich.console import Console
 
 from moomtl.config import ConfigError
+from moomtl.experiments.paper_models import celeba_setting
 from moomtl.experiments.reproduce import _sener_speed as sp
 from moomtl.experiments.reproduce.base import ReproResult, ReproRow, Stat, register
 
@@ -63,10 +64,10 @@ def _settings(plan: Plan) -> dict[str, tuple[str, sp.Setting]]:
     from moomtl.experiments import paper_models as bench
 
     b, s, t = plan.celeba_batch, plan.celeba_size, plan.celeba_tasks
-    out = {"CelebA": (f"resnet18_celeba, {t} binary heads, batch {b} of 3×{s}×{s}", sp.celeba_setting(b, s, t))}
+    out = {"CelebA": (f"resnet18_celeba, {t} binary heads, batch {b} of 3×{s}×{s}", celeba_setting(b, s, t))}
     for n in plan.task_counts:
         out[f"CelebA T={n}"] = (f"resnet18_celeba, {n} binary heads, batch {b} of 3×{s}×{s}",
-                                sp.celeba_setting(b, s, n))
+                                celeba_setting(b, s, n))
     h = plan.city_height
     out["Cityscapes"] = (f"resnet18_dense, 3 dense tasks (19-class segmentation, instance offsets, disparity), batch "
                          f"{plan.city_batch} of 3×{h}×{2 * h}", bench.cityscapes_setting(plan.city_batch, h))
