@@ -180,7 +180,7 @@ def test_per_head_aliases_give_the_representation_rows_in_one_call(n_tasks):
         StepContext(model, losses, z, z_aliases=[z])
 
 
-def test_trainer_with_aliases_equals_trainer_without(tiny_multimnist):
+def test_trainer_with_aliases_equals_trainer_without(tiny_multimnist):  # reference: the path without aliases
     from moomtl.data.base import DataSplits
     from moomtl.train.trainer import Trainer
 
@@ -193,4 +193,7 @@ def test_trainer_with_aliases_equals_trainer_without(tiny_multimnist):
         model.decodes_per_task = per_task  # instance attribute: the trainer's switch
         Trainer(model, build_method("mgda_ub"), epochs=1, batch_size=32).fit(small)
         params.append(model.state_dict())
-    assert all(torch.equal(a, params[1][k]) for k, a in params[0].items())
+    # With aliases the encoder gets Σ_t α_t ∂L_t/∂z as one cotangent and the heads their kept gradients
+    # (no second pass through the heads); without, one backward of Σ_t α_t L_t: equal up to rounding.
+    for k, a in params[0].items():
+        assert torch.allclose(a, params[1][k], rtol=1e-5, atol=1e-7), k

@@ -160,7 +160,7 @@ class StepContext:
             if self.z is None:
                 raise ValueError("this step has no shared representation z (model lacks encode())")
             if self.z_aliases is not None:
-                jac = alias_rows(losses, self.z_aliases)
+                jac = self._alias_rows_and_head_grads(losses)
             else:
                 jac = _rows_of_losses(losses, [self.z]) if self._heads_disjoint() else None
             if jac is None:
@@ -183,6 +183,47 @@ class StepContext:
             jac = self.reducer.sum_(jac.contiguous())  # parameters: the global Jacobian is the sum of ranks'
         self._jac[key] = jac
         return self._jac[key]
+
+    def _head_owner(self) -> dict[int, int] | None:
+        """``{id(param): task index}`` of the task-specific parameters when each belongs to one task's
+        head (``model.heads[task]``, hard parameter sharing); ``None`` otherwise. Cached in ``structure``."""
+        if self.structure is not None and "head_owner" in self.structure:
+            return self.structure["head_owner"]
+        heads = getattr(self.model, "heads", None)
+        owner: dict[int, int] | None = None
+        if heads is not None and all(t in heads for t in self.task_names):
+            owner = {id(p): t for t, name in enumerate(self.task_names) for p in heads[name].parameters()}
+            if any(id(p) not in owner for p in self.task_specific_params):
+                owner = None
+        if self.structure is not None:
+            self.structure["head_owner"] = owner
+        return owner
+
+    def _alias_rows_and_head_grads(self, losses: Sequence[Tensor]) -> Tensor:
+        """Rows ``∂L_t/∂z`` from one autograd call over the per-head aliases of ``z`` — and, in the same
+        call, every head's own gradient ``∂L_t/∂θ_t`` (kept for :meth:`backward_task_specific`), so that a
+        representation-mode update needs no second pass through the heads (:meth:`apply_coefficients`)."""
+        owner = self._head_owner()
+        if owner is None:
+            return alias_rows(losses, self.z_aliases)  # type: ignore[arg-type]
+        aliases = self.z_aliases
+        assert aliases is not None
+        specific = list(self.task_specific_params)
+        live = [t for t, loss in enumerate(losses) if loss.grad_fn is not None]
+        ref = aliases[0]
+        out = torch.zeros((len(losses), ref.numel()), dtype=ref.dtype, device=ref.device)
+        heads: list[list[tuple[int, Tensor]]] = [[] for _ in losses]
+        if live:
+            grads = torch.autograd.grad([losses[t] for t in live], [aliases[t] for t in live] + specific,
+                                        retain_graph=True, allow_unused=True)
+            for t, g in zip(live, grads[: len(live)], strict=True):
+                if g is not None:
+                    out[t].copy_(g.reshape(-1))
+            for i, (p, g) in enumerate(zip(specific, grads[len(live):], strict=True)):
+                if g is not None:
+                    heads[owner[id(p)]].append((i, g))
+        self._head_grads = heads
+        return out
 
     def _per_sample(self, wrt: Wrt) -> bool:
         """Is ``wrt`` an activation (rows of different ranks are about different samples, so only the
@@ -267,6 +308,16 @@ class StepContext:
             return
         if wrt != "representation":
             raise ValueError(f"wrt must be 'shared' or 'representation', got {wrt!r}")
+        rows = self._jac.get("representation")
+        if rows is not None and self.z_aliases is not None and self._head_grads is not None and self.z is not None:
+            # Rows and head gradients came from one call over the aliases: the encoder gets the cotangent
+            # Σ_t c_t ∂L_t/∂z directly (no second pass through the heads), the heads w_t ∇_{θ^t} L_t.
+            cot = coef.to(rows).detach() @ rows
+            if self.loss_scale != 1.0:
+                cot = cot * self.loss_scale
+            self.z.backward(cot.view_as(self.z).to(self.z.dtype))
+            self.backward_task_specific(head_weights)
+            return
         if head_weights is not None and head_weights is coef:
             self.backward_weighted(coef)
             return

@@ -58,14 +58,19 @@ class Step:
         self.method.setup(self.model.task_names, self.model)
         self.opt = torch.optim.SGD([*self.model.parameters(), *self.method.parameters()], lr=1e-5, momentum=0.9)
         self.step = 0
+        self.structure: dict = {}  # static graph facts, as the trainer keeps them across steps
         self.model.train()
 
     def __call__(self) -> None:
         self.opt.zero_grad(set_to_none=True)
         z = self.model.encode(self.x)
-        out = self.model.decode(z, self.x)
-        losses = {t: self.tasks[t].loss(out[t], self.targets[t]) for t in self.model.task_names}
-        self.method.backward(losses, StepContext(self.model, losses, z, self.step))
+        names = self.model.task_names
+        aliases = {t: z.view_as(z) for t in names} if getattr(self.model, "decodes_per_task", False) else None
+        out = self.model.decode(aliases if aliases is not None else z, self.x)  # as the trainer: one alias per head
+        losses = {t: self.tasks[t].loss(out[t], self.targets[t]) for t in names}
+        ctx = StepContext(self.model, losses, z, self.step, structure=self.structure,
+                          z_aliases=[aliases[t] for t in names] if aliases is not None else None)
+        self.method.backward(losses, ctx)
         self.opt.step()
         self.step += 1
 

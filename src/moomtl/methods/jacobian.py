@@ -90,7 +90,7 @@ class JacobianMethod(Method):
             ctx.set_shared_direction(w.to(jac) @ jac)
             ctx.backward_task_specific(None)
         else:
-            ctx.backward_weighted(w)
+            ctx.apply_coefficients(w, "representation", head_weights=w)  # = backward(Σ w_t L_t)
 
     def extra_repr(self) -> str:
         if type(self) is JacobianMethod:
