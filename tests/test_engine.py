@@ -219,3 +219,51 @@ def test_missing_labels_give_no_gradient_and_no_nan():
     assert Classification() == Classification() and repr(Classification()) == "Classification()"
     with pytest.raises(ValueError, match="ignore_index"):
         Classification(ignore_index=1.5)
+
+
+def test_pareto_checkpoint_keeps_the_non_dominated_epoch_adding_most_hypervolume(small, tmp_path):
+    """Reference: the exclusive hypervolume contributions recomputed here from the logged val losses."""
+    import numpy as np
+
+    from moomtl.engine import ParetoCheckpoint
+    from moomtl.pareto import hypervolume, non_dominated, reference_point
+
+    tr = _trainer(tmp_path / "p", epochs=4, optimizer_kwargs={"lr": 0.3, "momentum": 0.9})
+    pc = ParetoCheckpoint(out_dir=tmp_path / "p").attach(tr.engine)
+    res = tr.fit(small)
+    vals = np.array([[row["val/left/loss"], row["val/right/loss"]] for row in res.history])
+    front = np.flatnonzero(non_dominated(vals))
+    assert sorted(e for e, _, _ in pc.archive) == sorted(int(i) + 1 for i in front)
+    pts = vals[front]
+    if len(pts) == 1:
+        expected = int(front[0]) + 1
+    else:
+        ref = reference_point(pts, margin=0.1)
+        gains = [hypervolume(pts, ref) - hypervolume(np.delete(pts, i, axis=0), ref) for i in range(len(pts))]
+        expected = int(front[int(np.argmax(gains))]) + 1
+    assert pc.chosen_epoch == expected
+    chosen = vals[expected - 1]
+    assert [res.metrics["val/left/loss"], res.metrics["val/right/loss"]] == pytest.approx(chosen.tolist(), rel=1e-6)
+    saved = torch.load(tmp_path / "p" / "pareto_model.pt", weights_only=True)
+    assert all(torch.equal(saved[k], v) for k, v in tr.model.state_dict().items())
+
+
+def test_pareto_checkpoint_archive_drops_dominated_epochs_and_round_trips():
+    from types import SimpleNamespace
+
+    from moomtl.engine import ParetoCheckpoint
+
+    model = torch.nn.Linear(2, 1)
+    pc = ParetoCheckpoint(restore=True)
+    state = TrainState(model=model, optimizer=None, splits=SimpleNamespace(task_names=("a", "b")))
+    for epoch, (a, b) in enumerate([(3.0, 1.0), (1.0, 3.0), (2.0, 2.0), (1.5, 1.5), (float("nan"), 0.0)]):
+        with torch.no_grad():
+            model.weight.fill_(epoch)
+        state.epoch, state.epoch_metrics = epoch, {"val/a/loss": a, "val/b/loss": b}
+        pc(state)
+    assert [e for e, _, _ in pc.archive] == [1, 2, 4]  # (2, 2) is dominated by (1.5, 1.5); NaN skipped
+    clone = ParetoCheckpoint()
+    clone.load_state_dict(pc.state_dict())
+    pc.finish(state)
+    assert pc.chosen_epoch == 4 and torch.equal(model.weight, torch.full((1, 2), 3.0))  # epoch 4's weights
+    assert clone.archive[2][0] == 4 and torch.equal(clone.archive[2][2]["weight"], torch.full((1, 2), 3.0))

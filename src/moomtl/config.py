@@ -110,6 +110,9 @@ class TrainConfig:
     progress: bool = True
     amp: str | None = None  # mixed precision of the forward pass: bf16 | fp16 (null: float32)
     tensorboard: bool = False  # event files under <out>/tensorboard (needs the tensorboard extra)
+    # Which epoch's model a run keeps: last, or pareto (the non-dominated epoch of the per-task validation
+    # losses that adds the most hypervolume; moomtl.engine.ParetoCheckpoint).
+    select_epoch: str = "last"
     num_workers: int = 0  # DataLoader worker processes for data on disk (data.stream)
     pin_memory: bool = False  # page-locked batches for faster host-to-GPU copies (data on disk)
 
@@ -275,6 +278,8 @@ def parse_config(raw: dict[str, Any] | None) -> ExperimentConfig:
     _check_data(cfg.data)
     if cfg.model.init not in ("default", "lsuv"):
         raise ConfigError(f"model.init must be default or lsuv, got {cfg.model.init!r}")
+    if cfg.train.select_epoch not in ("last", "pareto"):
+        raise ConfigError(f"train.select_epoch must be last or pareto, got {cfg.train.select_epoch!r}")
     if cfg.train.num_workers < 0:
         raise ConfigError(f"train.num_workers must be ≥ 0, got {cfg.train.num_workers}")
     return cfg

@@ -4,7 +4,8 @@
 
 from moomtl.engine.evaluation import evaluate, evaluate_splits, weights_version
 from moomtl.engine.events import Event, EventEngine, Handler
-from moomtl.engine.handlers import BestCheckpoint, EarlyStopping, Evaluate, LRSchedule, monitored
+from moomtl.engine.handlers import BestCheckpoint, EarlyStopping, Evaluate, LRSchedule, ParetoCheckpoint, monitored
 
 __all__ = ["BestCheckpoint", "EarlyStopping", "Evaluate", "Event", "EventEngine", "Handler", "LRSchedule",
+           "ParetoCheckpoint",
            "evaluate", "evaluate_splits", "monitored", "weights_version"]

@@ -305,5 +305,81 @@ class BestCheckpoint(_Monitor):
         return self
 
 
-__all__ = ["BestCheckpoint", "CallbackEvent", "Checkpoint", "EarlyStopping", "Evaluate", "LRSchedule",
-           "MetricsLog", "Progress", "attach_callback", "history_csv", "monitored", "plateau_metric"]
+class ParetoCheckpoint:
+    """Choose the epoch by a validation Pareto criterion instead of taking the last one: at each evaluated
+    epoch the per-task validation losses join an archive of the run's non-dominated epochs (their
+    weights kept, dominated ones dropped); at ``TRAIN_END`` the epoch whose vector adds the most
+    hypervolume to that front (exclusive contribution; reference point: the archive's nadir + 10 % of
+    its range) is restored (``restore``) and, with ``out_dir``, saved as ``pareto_model.pt``. Ties and a
+    single archived epoch: the latest. ``chosen_epoch`` says which (also in the checkpoint)."""
+
+    def __init__(self, out_dir: str | Path | None = None, restore: bool = True,
+                 filename: str = "pareto_model.pt") -> None:
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.restore = restore
+        self.filename = filename
+        self.archive: list[tuple[int, list[float], dict[str, Tensor]]] = []
+        self.chosen_epoch = 0
+
+    def __call__(self, state: TrainState) -> None:  # EPOCH_END, after evaluate
+        names = state.splits.task_names
+        keys = [f"val/{t}/loss" for t in names]
+        if not all(k in state.epoch_metrics for k in keys):
+            return  # not evaluated this epoch (or no validation split)
+        v = [float(state.epoch_metrics[k]) for k in keys]
+        if not all(math.isfinite(x) for x in v):
+            return
+
+        def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+            return all(x <= y for x, y in zip(a, b, strict=True)) and any(x < y for x, y in zip(a, b, strict=True))
+
+        if any(dominates(old, v) for _, old, _ in self.archive):
+            return
+        self.archive = [e for e in self.archive if not dominates(v, e[1])]
+        weights = {k: t.detach().clone() for k, t in state.model.state_dict().items()}
+        self.archive.append((state.epoch + 1, v, weights))
+
+    def choose(self) -> int:
+        """Index into the archive of the epoch with the largest exclusive hypervolume contribution."""
+        import numpy as np
+
+        from moomtl.pareto import hypervolume, reference_point
+
+        if len(self.archive) == 1:
+            return 0
+        pts = np.array([v for _, v, _ in self.archive], dtype=float)
+        ref = reference_point(pts, margin=0.1)
+        total = hypervolume(pts, ref)
+        gains = [total - hypervolume(np.delete(pts, i, axis=0), ref) for i in range(len(pts))]
+        best = max(gains)
+        return max(i for i, g in enumerate(gains) if g >= best - 1e-15 * max(abs(best), 1.0))
+
+    def finish(self, state: TrainState) -> None:  # TRAIN_END
+        if not self.archive:
+            return
+        epoch, _, weights = self.archive[self.choose()]
+        self.chosen_epoch = epoch
+        if self.out_dir is not None and _writes():
+            mio.torch_save(weights, self.out_dir / self.filename)
+        if self.restore:
+            state.model.load_state_dict(weights)
+
+    def attach(self, engine: EventEngine, name: str = "pareto_checkpoint") -> ParetoCheckpoint:
+        before = "checkpoint" if "checkpoint" in engine.names(Event.EPOCH_END) else None
+        engine.on(Event.EPOCH_END, self, name=name, before=before)
+        engine.on(Event.TRAIN_END, self.finish, name=name)
+        return self
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epochs": [e for e, _, _ in self.archive], "vectors": [v for _, v, _ in self.archive],
+                "weights": [w for _, _, w in self.archive], "chosen_epoch": self.chosen_epoch}
+
+    def load_state_dict(self, sd: Mapping[str, Any]) -> None:
+        self.archive = [(int(e), [float(x) for x in v], dict(w))
+                        for e, v, w in zip(sd.get("epochs", []), sd.get("vectors", []), sd.get("weights", []),
+                                           strict=True)]
+        self.chosen_epoch = int(sd.get("chosen_epoch", 0))
+
+
+__all__ = ["BestCheckpoint", "CallbackEvent", "Checkpoint", "EarlyStopping", "Evaluate", "LRSchedule", "MetricsLog",
+           "ParetoCheckpoint", "Progress", "attach_callback", "history_csv", "monitored", "plateau_metric"]

@@ -121,7 +121,7 @@ def make_trainer(cfg: ExperimentConfig, model: Any, method: Method, out_dir: Pat
     opt = dict(cfg.optimizer)
     sched = dict(cfg.scheduler) if cfg.scheduler else None
     try:
-        return Trainer(
+        trainer = Trainer(
             model, method, optimizer=opt.pop("name"), optimizer_kwargs=opt,
             scheduler=sched.pop("name") if sched else None, scheduler_kwargs=sched,
             epochs=cfg.train.epochs, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
@@ -130,6 +130,11 @@ def make_trainer(cfg: ExperimentConfig, model: Any, method: Method, out_dir: Pat
         )
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    if cfg.train.select_epoch == "pareto":
+        from moomtl.engine import ParetoCheckpoint
+
+        ParetoCheckpoint(out_dir).attach(trainer.engine)
+    return trainer
 
 
 def validate_optimization(cfg: ExperimentConfig) -> None:
