@@ -68,7 +68,7 @@ def test_cli_streams_with_workers(celeba_root, tmp_path):
     assert "streamed from disk" in summary["data"]
     assert all(0.0 <= summary["final"][f"test/{t}/acc"] <= 1.0 for t in ("Smiling", "Male"))
     bad = CliRunner().invoke(app, ["train", "--set", "data.stream=true", "--out", str(tmp_path / "x")])
-    assert bad.exit_code == 2 and "data.stream only applies to dataset celeba" in bad.output
+    assert bad.exit_code == 2 and "data.stream only applies to datasets celeba and cityscapes" in bad.output
 
 
 def test_cityscapes_stream_equals_the_in_memory_build(tmp_path):
