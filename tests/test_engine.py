@@ -267,3 +267,31 @@ def test_pareto_checkpoint_archive_drops_dominated_epochs_and_round_trips():
     pc.finish(state)
     assert pc.chosen_epoch == 4 and torch.equal(model.weight, torch.full((1, 2), 3.0))  # epoch 4's weights
     assert clone.archive[2][0] == 4 and torch.equal(clone.archive[2][2]["weight"], torch.full((1, 2), 3.0))
+
+
+@pytest.mark.parametrize(("method", "reduces"), [("uniform", 0), ("linear", 0), ("single_task", 0), ("tch", 1)])
+def test_fixed_weightings_skip_the_loss_all_reduce(method, reduces):
+    """Under several processes, methods whose weights do not read the losses do not reduce them."""
+    from moomtl.autodiff import StepContext
+
+    class CountingReducer:
+        world_size, rank = 2, 0
+
+        def __init__(self):
+            self.calls = 0
+
+        def sum_(self, t):
+            self.calls += 1
+            return t * 2  # as if the other rank held the same share
+
+    torch.manual_seed(0)
+    model = hps_lenet()
+    m = build_method(method) if method != "single_task" else build_method(method, task="left")
+    m.setup(model.task_names, model)
+    x = torch.randn(4, 1, 28, 28)
+    z = model.encode(x)
+    out = model.decode(z, x)
+    losses = {t: torch.nn.functional.cross_entropy(out[t], torch.tensor([1, 2, 3, 4])) for t in model.task_names}
+    red = CountingReducer()
+    m.backward(losses, StepContext(model, losses, z, reducer=red))
+    assert red.calls == reduces

@@ -107,11 +107,15 @@ class Weighting(Method):
     """A method that reduces to one backward pass of a weighted sum of losses, Σ_t w_t L_t.
     Subclasses implement :meth:`weights` (``losses`` detached, shape ``[T]``)."""
 
+    #: whether :meth:`weights` reads the loss values; when not (fixed weights), it gets this process's
+    #: share of them (same shape, dtype, device) and a multi-process run skips their all-reduce.
+    reads_losses: bool = True
+
     def weights(self, losses: Tensor, ctx: StepContext) -> Tensor:
         raise NotImplementedError
 
     def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, float]:
-        w = self.weights(ctx.loss_values, ctx)
+        w = self.weights(ctx.loss_values if self.reads_losses else ctx.local_loss_values, ctx)
         ctx.backward_weighted(w)
         return weights_info(self.task_names or ctx.task_names, w)
 

@@ -27,6 +27,8 @@ class LinearScalarization(Weighting):
     [0.75, 0.25]
     """
 
+    reads_losses = False  # fixed weights: no all-reduce of the loss values under torchrun
+
     card = MethodCard(
         paper="Miettinen, 1999, Nonlinear Multiobjective Optimization (weighted-sum method), Kluwer",
         url="https://doi.org/10.1007/978-1-4615-5563-6",
@@ -64,6 +66,8 @@ class LinearScalarization(Weighting):
 class Uniform(Weighting):
     """``w_t = 1/T`` (the mean of the task losses)."""
 
+    reads_losses = False  # fixed weights: no all-reduce of the loss values under torchrun
+
     card = MethodCard(
         paper="Miettinen, 1999, Nonlinear Multiobjective Optimization (weighted-sum method), Kluwer",
         url="https://doi.org/10.1007/978-1-4615-5563-6",
@@ -83,6 +87,8 @@ class Uniform(Weighting):
 class SingleTask(Weighting):
     """Weight 1 on ``task`` and 0 elsewhere: the single-task baseline on the shared architecture
     (``task=None``: the first task)."""
+
+    reads_losses = False  # fixed weights: no all-reduce of the loss values under torchrun
 
     card = MethodCard(
         paper="Caruana, 1997, Multitask Learning, Machine Learning 28 (the single-task baseline)",
