@@ -67,7 +67,9 @@ class _MinNormMethod(Method):
     def task_weights(self, ctx: StepContext) -> Tensor:
         """Min-norm weights α (``[T]``, on the simplex) of this step's (normalized) task gradients."""
         gram = ctx.gramian(self.wrt)
-        scales = gradient_scales(gram, ctx.loss_values, self.normalization)
+        # Only the loss normalizers read the loss values (in a multi-process run: one all-reduce saved).
+        values = ctx.loss_values if self.normalization in ("loss", "loss+") else ctx.local_loss_values
+        scales = gradient_scales(gram, values, self.normalization)
         kwargs: dict[str, float | int | str] = {}
         if self.max_iter is not None:
             kwargs["max_iter"] = self.max_iter
