@@ -40,14 +40,21 @@ def _free_port() -> int:
 
 
 class TimedReducer:
-    """Wraps a Reducer: accumulates the seconds spent in ``sum_`` (the extra MOO reductions)."""
+    """Wraps a Reducer: accumulates the seconds spent in ``sum_`` (the extra MOO reductions). With
+    ``presync`` an (untimed) barrier first lines the ranks up, so the time is the collective itself and not
+    one rank waiting for the other (a wait DDP linear pays too, in its gradient sum)."""
 
-    def __init__(self, inner) -> None:
+    def __init__(self, inner, presync: bool = False) -> None:
         self.inner = inner
         self.rank, self.world_size = inner.rank, inner.world_size
         self.extra_seconds = 0.0
+        self.presync = presync
 
     def sum_(self, t):
+        if self.presync:
+            import torch.distributed as dist
+
+            dist.barrier()
         t0 = time.perf_counter()
         out = self.inner.sum_(t)
         self.extra_seconds += time.perf_counter() - t0
@@ -57,7 +64,8 @@ class TimedReducer:
         self.inner.sum_grads_(params)
 
 
-def _worker(rank: int, world: int, port: int, backend: str, tasks: int, steps: int, out: str) -> None:
+def _worker(rank: int, world: int, port: int, backend: str, tasks: int, steps: int, out: str,
+            presync: bool = False) -> None:
     import torch.distributed as dist
 
     from moomtl.autodiff import StepContext
@@ -82,7 +90,7 @@ def _worker(rank: int, world: int, port: int, backend: str, tasks: int, steps: i
     for step in range(steps + 2):
         for m in METHODS:
             model, method, opt, walls, extras = runs[m]
-            timed = TimedReducer(reducer)
+            timed = TimedReducer(reducer, presync)
             dist.barrier()
             t0 = time.perf_counter()
             opt.zero_grad(set_to_none=True)
@@ -110,9 +118,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--backend", default="gloo")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--presync", action="store_true", help="time each extra collective after an untimed barrier "
+                    "(the collective alone, without the ranks' imbalance)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        mp.spawn(_worker, args=(2, _free_port(), args.backend, args.tasks, args.steps, tmp), nprocs=2, join=True)
+        mp.spawn(_worker, args=(2, _free_port(), args.backend, args.tasks, args.steps, tmp, args.presync), nprocs=2,
+                 join=True)
         rows = torch.load(Path(tmp) / "rows.pt", weights_only=True)
     base = rows["uniform"][0]
     lines = [
@@ -123,7 +134,7 @@ def main() -> None:
         "the reductions exact MOO adds (loss values, Gramian or Jacobian), beyond the gradient sum plain "
         "data parallelism does too.", "",
         f"Command: `.venv/bin/python benchmarks/ddp_bench.py --tasks {args.tasks} --steps {args.steps} "
-        f"--backend {args.backend}`", "",
+        f"--backend {args.backend}{' --presync' if args.presync else ''}`", "",
         "| method | step (ms) | × DDP linear | extra reductions (ms) | extra / DDP-linear step |",
         "|---|---|---|---|---|",
     ]
