@@ -203,27 +203,18 @@ class StepContext:
         """Rows ``∂L_t/∂z`` from one autograd call over the per-head aliases of ``z`` — and, in the same
         call, every head's own gradient ``∂L_t/∂θ_t`` (kept for :meth:`backward_task_specific`), so that a
         representation-mode update needs no second pass through the heads (:meth:`apply_coefficients`)."""
+        assert self.z_aliases is not None
         owner = self._head_owner()
         if owner is None:
-            return alias_rows(losses, self.z_aliases)  # type: ignore[arg-type]
-        aliases = self.z_aliases
-        assert aliases is not None
+            return alias_rows(losses, self.z_aliases)[0]
         specific = list(self.task_specific_params)
-        live = [t for t, loss in enumerate(losses) if loss.grad_fn is not None]
-        ref = aliases[0]
-        out = torch.zeros((len(losses), ref.numel()), dtype=ref.dtype, device=ref.device)
+        rows, grads = alias_rows(losses, self.z_aliases, specific)
         heads: list[list[tuple[int, Tensor]]] = [[] for _ in losses]
-        if live:
-            grads = torch.autograd.grad([losses[t] for t in live], [aliases[t] for t in live] + specific,
-                                        retain_graph=True, allow_unused=True)
-            for t, g in zip(live, grads[: len(live)], strict=True):
-                if g is not None:
-                    out[t].copy_(g.reshape(-1))
-            for i, (p, g) in enumerate(zip(specific, grads[len(live):], strict=True)):
-                if g is not None:
-                    heads[owner[id(p)]].append((i, g))
+        for i, (p, g) in enumerate(zip(specific, grads, strict=True)):
+            if g is not None:
+                heads[owner[id(p)]].append((i, g))
         self._head_grads = heads
-        return out
+        return rows
 
     def _per_sample(self, wrt: Wrt) -> bool:
         """Is ``wrt`` an activation (rows of different ranks are about different samples, so only the

@@ -63,22 +63,26 @@ def _rows_of_losses(losses: Sequence[Tensor], inputs: Sequence[Tensor]) -> Tenso
     return out
 
 
-def alias_rows(losses: Sequence[Tensor], aliases: Sequence[Tensor]) -> Tensor:
+def alias_rows(losses: Sequence[Tensor], aliases: Sequence[Tensor],
+               extra: Sequence[Tensor] = ()) -> tuple[Tensor, list[Tensor | None]]:
     """``[T, n]`` rows ``∂L_t/∂z`` in ONE autograd call, when head t read ``z`` only through its own alias
     ``aliases[t]`` (``z.view_as(z)``): the gradient of ``Σ_s L_s`` w.r.t. ``aliases[t]`` is then
     ``∂L_t/∂z`` (no other loss reaches that alias), so one backward through all heads gives every row,
-    instead of T engine calls. Tasks whose loss does not reach its alias give zero rows."""
+    instead of T engine calls. Tasks whose loss does not reach its alias give zero rows. The same call
+    also returns the gradients of ``Σ_s L_s`` w.r.t. the tensors ``extra`` (``None`` where unused): for
+    a parameter of one head, that head's own ``∂L_t/∂θ``."""
+    extra = list(extra)
     live = [t for t, loss in enumerate(losses) if loss.grad_fn is not None]
     ref = aliases[0]
     out = torch.zeros((len(losses), ref.numel()), dtype=ref.dtype, device=ref.device)
     if not live:
-        return out
-    grads = torch.autograd.grad([losses[t] for t in live], [aliases[t] for t in live], retain_graph=True,
+        return out, [None] * len(extra)
+    grads = torch.autograd.grad([losses[t] for t in live], [aliases[t] for t in live] + extra, retain_graph=True,
                                 allow_unused=True)
-    for t, g in zip(live, grads, strict=True):
+    for t, g in zip(live, grads[: len(live)], strict=True):
         if g is not None:
             out[t].copy_(g.reshape(-1))
-    return out
+    return out, list(grads[len(live):])
 
 
 def branch_jacobian(losses: Sequence[Tensor], target: Tensor, max_nodes: int = 50_000) -> Tensor | None:

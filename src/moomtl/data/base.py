@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -38,6 +38,14 @@ def check_fits_in_memory(n_bytes: int, what: str) -> None:
     if ram is not None and n_bytes > ram:
         raise ValueError(f"{what} needs {n_bytes / 2**30:.1f} GiB, more than this machine's {ram / 2**30:.1f} GiB "
                          "of memory; ask for fewer samples")
+
+
+def normalize_uint8(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """uint8 images ``[N, C, H, W]`` → float32 ``(x / 255 − mean_c) / std_c`` (per channel, [0, 1] scale):
+    the one normalization of images kept as uint8, in memory or decoded from disk."""
+    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    return (x.float() / 255.0 - m) / s
 
 
 @dataclass
@@ -102,9 +110,7 @@ class MultiTaskTensors(Dataset):
         if x.dtype != torch.uint8:
             return x
         assert self.mean is not None and self.std is not None
-        mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
-        return (x.float() / 255.0 - mean) / std
+        return normalize_uint8(x, self.mean, self.std)
 
     def subset(self, n: int) -> MultiTaskTensors:
         """The first ``n`` examples (splits are already shuffled at build time)."""

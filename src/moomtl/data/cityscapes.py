@@ -56,7 +56,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from moomtl.data.base import DataError, DataSplits, MultiTaskTensors
+from moomtl.data.base import DataError, DataSplits, MultiTaskTensors, normalize_uint8
 from moomtl.data.cache import cached
 from moomtl.data.celeba import select_indices
 from moomtl.data.parallel import default_workers, run_threaded
@@ -392,9 +392,7 @@ class CityscapesFrames(Dataset):
 
     def _decode(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         d = decode_frame(self.frames[i], self.image_size)  # type: ignore[arg-type]
-        mean = torch.tensor(self.mean, dtype=torch.float32).view(-1, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32).view(-1, 1, 1)
-        x = (torch.from_numpy(d["image"]).float() / 255.0 - mean) / std
+        x = normalize_uint8(torch.from_numpy(d["image"])[None], self.mean, self.std)[0]
         targets = {"segmentation": torch.from_numpy(d["segmentation"]).long(),
                    "instance": torch.from_numpy(d["instance"]), "depth": torch.from_numpy(d["depth"])}
         return x, targets

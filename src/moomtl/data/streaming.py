@@ -18,6 +18,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from moomtl.data.base import normalize_uint8
+
 Decode = Callable[[Path], np.ndarray]  # one file → uint8 [C, H, W]
 
 
@@ -43,21 +45,16 @@ class ImageFiles(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def _normalize(self, x: Tensor) -> Tensor:
-        mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
-        return (x.float() / 255.0 - mean) / std
-
     def __getitem__(self, i: int) -> tuple[Tensor, tuple[Tensor, ...]]:
         x = torch.from_numpy(np.ascontiguousarray(self.decode(self.paths[i])))[None]
-        return self._normalize(x)[0], tuple(self.y[i, t] for t in range(len(self.task_names)))
+        return normalize_uint8(x, self.mean, self.std)[0], tuple(self.y[i, t] for t in range(len(self.task_names)))
 
     def images(self, idx: Tensor) -> Tensor:
         """The float32, normalized images of ``idx``, decoded now (model checks, LSUV batches)."""
         raw = [torch.from_numpy(np.ascontiguousarray(self.decode(self.paths[int(i)]))) for i in idx]
         if not raw:
             return torch.empty(0, len(self.mean), *self.input_shape[1:])
-        return self._normalize(torch.stack(raw))
+        return normalize_uint8(torch.stack(raw), self.mean, self.std)
 
     def targets(self, idx: Tensor) -> dict[str, Tensor]:
         rows = self.y[idx]

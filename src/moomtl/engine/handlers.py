@@ -2,8 +2,10 @@
 
 Default order at ``EPOCH_END``: ``progress`` (close the bar) → ``evaluate`` (val/test metrics into the
 epoch's row) → ``lr_scheduler`` → ``method`` and the user's callbacks (``callback:<i>``) →
-``checkpoint`` → ``metrics_log``. Optional ones: :class:`EarlyStopping` and :class:`BestCheckpoint`
-(``handler.attach(trainer.engine)`` places them before ``checkpoint``, so their state is checkpointed).
+``checkpoint`` (the trainer's own atomic write; filter it with ``every=`` to checkpoint less often) →
+``metrics_log``. Optional ones: :class:`EarlyStopping`, :class:`BestCheckpoint` and
+:class:`ParetoCheckpoint` (``handler.attach(trainer.engine)`` places them before ``checkpoint``, so
+their state is checkpointed).
 """
 
 from __future__ import annotations
@@ -115,15 +117,15 @@ def attach_callback(engine: EventEngine, callback: Any, name: str, before: str |
         engine.on(event, CallbackEvent(callback, hook), name=name, before=where)
 
 
-class Checkpoint:
-    """Write the checkpoint (atomically) through ``save(state)`` — the trainer's, which knows every state
-    to keep. Filter it (``every=``) to checkpoint less often; resume continues from the last one."""
-
-    def __init__(self, save: Callable[[TrainState], None]) -> None:
-        self.save = save
-
-    def __call__(self, state: TrainState) -> None:
-        self.save(state)
+def attach_before_checkpoint(engine: EventEngine, name: str, epoch_end: Callable[[TrainState], Any],
+                             *also: tuple[Event, Callable[[TrainState], Any]]) -> None:
+    """Attach ``epoch_end`` to ``EPOCH_END`` just before ``checkpoint`` when the engine has one (so the
+    handler's state of that epoch is in that epoch's checkpoint), last otherwise; and each ``(event, fn)``
+    of ``also`` under the same name."""
+    before = "checkpoint" if "checkpoint" in engine.names(Event.EPOCH_END) else None
+    engine.on(Event.EPOCH_END, epoch_end, name=name, before=before)
+    for event, fn in also:
+        engine.on(event, fn, name=name)
 
 
 class MetricsLog:
@@ -252,9 +254,7 @@ class EarlyStopping(_Monitor):
             state.should_stop = True
 
     def attach(self, engine: EventEngine, name: str = "early_stopping") -> EarlyStopping:
-        before = "checkpoint" if "checkpoint" in engine.names(Event.EPOCH_END) else None
-        engine.on(Event.EPOCH_END, self, name=name, before=before)
-        engine.on(Event.EPOCH_BEGIN, self.resume_stopped, name=name)
+        attach_before_checkpoint(engine, name, self, (Event.EPOCH_BEGIN, self.resume_stopped))
         return self
 
     def state_dict(self) -> dict[str, Any]:
@@ -299,9 +299,7 @@ class BestCheckpoint(_Monitor):
             state.model.load_state_dict(weights)
 
     def attach(self, engine: EventEngine, name: str = "best_checkpoint") -> BestCheckpoint:
-        before = "checkpoint" if "checkpoint" in engine.names(Event.EPOCH_END) else None
-        engine.on(Event.EPOCH_END, self, name=name, before=before)
-        engine.on(Event.TRAIN_END, self.restore_best, name=name)
+        attach_before_checkpoint(engine, name, self, (Event.TRAIN_END, self.restore_best))
         return self
 
 
@@ -365,9 +363,7 @@ class ParetoCheckpoint:
             state.model.load_state_dict(weights)
 
     def attach(self, engine: EventEngine, name: str = "pareto_checkpoint") -> ParetoCheckpoint:
-        before = "checkpoint" if "checkpoint" in engine.names(Event.EPOCH_END) else None
-        engine.on(Event.EPOCH_END, self, name=name, before=before)
-        engine.on(Event.TRAIN_END, self.finish, name=name)
+        attach_before_checkpoint(engine, name, self, (Event.TRAIN_END, self.finish))
         return self
 
     def state_dict(self) -> dict[str, Any]:
@@ -381,5 +377,6 @@ class ParetoCheckpoint:
         self.chosen_epoch = int(sd.get("chosen_epoch", 0))
 
 
-__all__ = ["BestCheckpoint", "CallbackEvent", "Checkpoint", "EarlyStopping", "Evaluate", "LRSchedule", "MetricsLog",
-           "ParetoCheckpoint", "Progress", "attach_callback", "history_csv", "monitored", "plateau_metric"]
+__all__ = ["BestCheckpoint", "CallbackEvent", "EarlyStopping", "Evaluate", "LRSchedule", "MetricsLog",
+           "ParetoCheckpoint", "Progress", "attach_before_checkpoint", "attach_callback", "history_csv", "monitored",
+           "plateau_metric"]

@@ -15,7 +15,7 @@ import torch
 
 from moomtl.autodiff.context import StepContext
 from moomtl.methods import build_method
-from moomtl.models.base import MultiTaskModel
+from moomtl.models.base import MultiTaskModel, decode_with_aliases
 from moomtl.models.registry import build_model
 from moomtl.tasks import Classification, MaskedL1, Segmentation, Task
 
@@ -65,11 +65,9 @@ class Step:
         self.opt.zero_grad(set_to_none=True)
         z = self.model.encode(self.x)
         names = self.model.task_names
-        aliases = {t: z.view_as(z) for t in names} if getattr(self.model, "decodes_per_task", False) else None
-        out = self.model.decode(aliases if aliases is not None else z, self.x)  # as the trainer: one alias per head
+        out, aliases = decode_with_aliases(self.model, z, self.x, names)  # as the trainer: one alias per head
         losses = {t: self.tasks[t].loss(out[t], self.targets[t]) for t in names}
-        ctx = StepContext(self.model, losses, z, self.step, structure=self.structure,
-                          z_aliases=[aliases[t] for t in names] if aliases is not None else None)
+        ctx = StepContext(self.model, losses, z, self.step, structure=self.structure, z_aliases=aliases)
         self.method.backward(losses, ctx)
         self.opt.step()
         self.step += 1

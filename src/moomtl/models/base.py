@@ -45,6 +45,18 @@ class MultiTaskModel(nn.Module):
         raise NotImplementedError
 
 
+def decode_with_aliases(model: nn.Module, z: Tensor, x: Tensor,
+                        task_names: Sequence[str]) -> tuple[dict[str, Tensor], list[Tensor] | None]:
+    """``model.decode`` as the trainer calls it: a model with ``decodes_per_task`` gets one alias
+    ``z.view_as(z)`` of ``z`` per head, returned in task order so that
+    :class:`~moomtl.autodiff.context.StepContext` (``z_aliases``) takes every ∂L_t/∂z in one autograd
+    call; any other model gets ``z`` itself (aliases ``None``)."""
+    if not getattr(model, "decodes_per_task", False):
+        return model.decode(z, x), None
+    aliases = {t: z.view_as(z) for t in task_names}
+    return model.decode(aliases, x), [aliases[t] for t in task_names]
+
+
 class HardParameterSharing(MultiTaskModel):
     """Hard parameter sharing: one shared encoder, one head per task, ``head_t(encoder(x))``.
 

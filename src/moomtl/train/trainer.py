@@ -37,7 +37,6 @@ from moomtl.data.loader import index_batches as iterate_batches
 from moomtl.engine.evaluation import evaluate, evaluate_splits, task_losses
 from moomtl.engine.events import Event, EventEngine
 from moomtl.engine.handlers import (
-    Checkpoint,
     Evaluate,
     LRSchedule,
     MetricsLog,
@@ -48,7 +47,7 @@ from moomtl.engine.handlers import (
 )
 from moomtl.events import Callback, TrainingError, TrainState
 from moomtl.methods.base import Method
-from moomtl.models.base import MultiTaskModel
+from moomtl.models.base import MultiTaskModel, decode_with_aliases
 from moomtl.train.amp import MixedPrecision
 
 CHECKPOINT = "checkpoint.pt"
@@ -223,7 +222,7 @@ class Trainer:
         for i, cb in enumerate(self.callbacks):
             attach_callback(eng, cb, f"callback:{i}")
         if self.writes:
-            eng.on(Event.EPOCH_END, Checkpoint(self._save), name="checkpoint")
+            eng.on(Event.EPOCH_END, self._save, name="checkpoint")  # atomic; resume continues from the last one
             eng.on(Event.EPOCH_END, MetricsLog(self.out_dir), name="metrics_log")  # type: ignore[arg-type]
         return eng
 
@@ -308,7 +307,8 @@ class Trainer:
     def _train_epoch(self, source: Any, loss_fns: Mapping[str, LossFn], opt: torch.optim.Optimizer,
                      state: TrainState) -> dict[str, float]:
         self.model.train()
-        gen = torch.Generator().manual_seed(self.seed * 100_003 + state.epoch)
+        epoch_seed = self.seed * 100_003 + state.epoch  # this epoch's order, augmentation and worker seeds
+        gen = torch.Generator().manual_seed(epoch_seed)
         batches = iterate_batches(len(source), self.batch_size, gen)
         self._batches_per_epoch = len(batches)
         sums: dict[str, Any] = {}
@@ -320,9 +320,8 @@ class Trainer:
         params = [p for group in opt.param_groups for p in group["params"]]
         task_names = source.task_names
         non_blocking = self.pin_memory and self.device.type == "cuda"
-        per_task = bool(getattr(self.model, "decodes_per_task", False))
         shard = reducer.shard if reducer is not None else None
-        for n_global, x, targets in source.epoch(batches, shard, seed=self.seed * 100_003 + state.epoch):
+        for n_global, x, targets in source.epoch(batches, shard, seed=epoch_seed):
             n_local = len(x)
             if self.train_transform is not None:
                 x = self.train_transform(x, gen)
@@ -332,8 +331,7 @@ class Trainer:
             with self.amp.autocast() if self.amp is not None else nullcontext():
                 z = self.model.encode(x)
                 # One alias of z per head (hard parameter sharing): all T rows ∂L_t/∂z in one autograd call.
-                aliases = {t: z.view_as(z) for t in task_names} if per_task else None
-                out = self.model.decode(aliases if aliases is not None else z, x)
+                out, aliases = decode_with_aliases(self.model, z, x, task_names)
                 losses = {name: loss_fns[name](out[name], targets[name]).float() for name in task_names}
             if reducer is not None:  # this rank's share of the global mean losses
                 share = n_local / n_global
@@ -342,7 +340,7 @@ class Trainer:
             if scale != 1.0:
                 losses = {n: v * scale for n, v in losses.items()}
             ctx = StepContext(self.model, losses, z, state.step, state.epoch, structure=structure, reducer=reducer,
-                              loss_scale=scale, z_aliases=[aliases[t] for t in task_names] if aliases else None)
+                              loss_scale=scale, z_aliases=aliases)
             # Logged losses: under several processes this rank's share (no per-step communication: the
             # epoch sums are reduced once at the end; methods that decide from the global losses read
             # ctx.loss_values, reduced when they ask). Finiteness is tracked on the device and read once
