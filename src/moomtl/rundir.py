@@ -14,12 +14,12 @@ writes it, never overwritten without being asked, resumed only with the settings
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from moomtl.io import remove_stale_temporaries
+from moomtl.io import read_json, remove_stale_temporaries
 
 LOCK_NAME = ".moomtl.lock"
 #: Keys that do not change what a run computes: they may differ on resume.
@@ -120,3 +120,16 @@ def settings_diff(saved: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]
         diffs.append(f"{key}: {old!r} → {cur!r}" if isinstance(old, str) or isinstance(cur, str)
                      else f"{key}: {old} → {cur}")
     return diffs
+
+
+def read_folder_json(path: Path, valid: Callable[[Any], bool], invalid: str) -> dict[str, Any]:
+    """A JSON file a run folder holds, read strictly: unreadable (I/O, not strict JSON) →
+    :class:`RunFolderError` ``<path> is unreadable: <why>``; read but not ``valid`` → ``<path> <invalid>``."""
+    try:
+        res = read_json(path)
+    except (OSError, ValueError) as e:
+        raise RunFolderError(f"{path} is unreadable: {e}") from None
+    if not valid(res):
+        raise RunFolderError(f"{path} {invalid}")
+    return res
+

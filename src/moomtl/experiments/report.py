@@ -37,7 +37,7 @@ from moomtl.experiments.sweep import (
     seed_list,
     single_task_points,
 )
-from moomtl.rundir import RunFolderError, check_output_dir, has_state, locked
+from moomtl.rundir import RunFolderError, check_output_dir, has_state, locked, read_folder_json
 
 RESULTS_JSON = "results.json"
 SEEDS_JSON = "seeds.json"
@@ -490,13 +490,10 @@ def _check_report_owner(out: Path, method: str, n_seeds: int = 1) -> None:
 
 def _read_results(path: Path) -> dict[str, Any]:
     """A report's ``results.json``, checked: strict JSON, ``task_names`` and per-point ``rows``."""
-    try:
-        res = mio.read_json(path)
-    except (OSError, ValueError) as e:
-        raise RunFolderError(f"{path} is unreadable: {e}") from None
-    if not (isinstance(res, dict) and isinstance(res.get("task_names"), list) and isinstance(res.get("rows"), list)):
-        raise RunFolderError(f"{path} is not a moomtl report (needs task_names and rows)")
-    return res
+    def valid(r: Any) -> bool:
+        return isinstance(r, dict) and isinstance(r.get("task_names"), list) and isinstance(r.get("rows"), list)
+
+    return read_folder_json(path, valid, "is not a moomtl report (needs task_names and rows)")
 
 
 def _point_line(summary: dict[str, Any], task_names: Sequence[str]) -> str:

@@ -19,7 +19,7 @@ from moomtl.data.streaming import input_shape_of
 from moomtl.methods.base import Method, build_method
 from moomtl.models.base import MultiTaskModel, count_parameters
 from moomtl.models.registry import build_model
-from moomtl.rundir import RunFolderError, check_output_dir, has_state, locked, settings_diff
+from moomtl.rundir import RunFolderError, check_output_dir, has_state, locked, read_folder_json, settings_diff
 from moomtl.train.trainer import (
     CHECKPOINT,
     Trainer,
@@ -172,14 +172,8 @@ def read_run_config(folder: Path) -> dict[str, Any]:
 
 def read_run_result(folder: Path) -> dict[str, Any]:
     """A finished run's ``result.json`` (strict JSON, a mapping with ``final`` metrics)."""
-    path = folder / RESULT
-    try:
-        res = mio.read_json(path)
-    except (OSError, ValueError) as e:
-        raise RunFolderError(f"{path} is unreadable: {e}") from None
-    if not isinstance(res, dict) or not isinstance(res.get("final"), dict):
-        raise RunFolderError(f"{path} is not a moomtl run result (no 'final' metrics)")
-    return res
+    return read_folder_json(folder / RESULT, lambda r: isinstance(r, dict) and isinstance(r.get("final"), dict),
+                            "is not a moomtl run result (no 'final' metrics)")
 
 
 def check_resumable(folder: Path, cfg: ExperimentConfig) -> None:

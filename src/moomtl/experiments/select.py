@@ -46,7 +46,7 @@ import numpy as np
 
 from moomtl import io as mio
 from moomtl.config import ConfigError
-from moomtl.rundir import RunFolderError
+from moomtl.rundir import RunFolderError, read_folder_json
 from moomtl.tasks import metric_higher_is_better
 
 RESULTS_JSON = "results.json"
@@ -356,13 +356,7 @@ def _read_results(folder: Path, name: str = RESULTS_JSON) -> dict[str, Any] | No
     path = folder / name
     if not path.is_file():
         return None
-    try:
-        res = mio.read_json(path)
-    except (OSError, ValueError) as e:
-        raise RunFolderError(f"{path} is unreadable: {e}") from None
-    if not isinstance(res, dict):
-        raise RunFolderError(f"{path} is not a moomtl report")
-    return res
+    return read_folder_json(path, lambda r: isinstance(r, dict), "is not a moomtl report")
 
 
 def _choose(

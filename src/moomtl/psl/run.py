@@ -27,7 +27,7 @@ from moomtl.models.base import MultiTaskModel
 from moomtl.models.registry import build_model
 from moomtl.psl.conditioning import PreferenceConditionedModel, check_preference
 from moomtl.psl.config import PSLConfig, split_psl_config
-from moomtl.rundir import RunFolderError
+from moomtl.rundir import RunFolderError, read_folder_json
 from moomtl.tasks import Task
 from moomtl.train.trainer import evaluate
 
@@ -172,12 +172,10 @@ def load_psl_run(folder: str | Path, device: str = "cpu", splits: DataSplits | N
     folder = Path(folder)
     if not (folder / RESULT).is_file() or not (folder / MODEL).is_file():
         raise RunFolderError(f"{folder} holds no finished psl run (no {RESULT} and {MODEL}); run `moomtl psl` first")
-    try:
-        summary = mio.read_json(folder / RESULT)
-    except (OSError, ValueError) as e:
-        raise RunFolderError(f"{folder / RESULT} is unreadable: {e}") from None
-    if not isinstance(summary, dict) or summary.get("kind") != "psl" or not isinstance(summary.get("model_spec"), dict):
-        raise RunFolderError(f"{folder / RESULT} is not the result of a psl run")
+    summary = read_folder_json(
+        folder / RESULT,
+        lambda r: isinstance(r, dict) and r.get("kind") == "psl" and isinstance(r.get("model_spec"), dict),
+        "is not the result of a psl run")
     cfg, psl = split_psl_config(read_run_config(folder))
     model = build_conditioned(build_base(cfg, summary["model_spec"]), psl)
     try:
