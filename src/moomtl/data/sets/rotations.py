@@ -8,7 +8,7 @@ from typing import Any
 from moomtl.data.sets import DataSet, register_dataset
 
 SOURCES = ("mnist5k", "fashion")
-#: registered data-set name → rotations (multiples of 90°); the same table as moomtl.data.rotations.DATASETS
+#: registered data-set name → rotations (multiples of 90°); moomtl.data.rotations.DATASETS is this table
 ROTATIONS: dict[str, tuple[int, ...]] = {"rotations_0_180": (0, 2), "rotations_0_90_180": (0, 1, 2)}
 
 

@@ -38,6 +38,7 @@ from moomtl import io as mio
 from moomtl.config import ConfigError, DataConfig, ExperimentConfig, ModelConfig, TrainConfig
 from moomtl.data import rotations as rot
 from moomtl.data.base import DataSplits
+from moomtl.data.sets.rotations import ROTATIONS
 from moomtl.experiments.reproduce import _omd_metrics as om
 from moomtl.experiments.reproduce.base import ReproResult, ReproRow, Stat, register
 from moomtl.experiments.run import run_experiment
@@ -103,7 +104,7 @@ SIZES: dict[str, Sizes] = {
 def _config(spec: MethodSpec, pref: Sequence[float], seed: int, sizes: Sizes, epochs: int, out: Path,
             source: str) -> ExperimentConfig:
     # the registered rotation data set with one task per preference entry: ROT_A (2 tasks) or ROT_B (3)
-    dataset = next(name for name, ks in rot.DATASETS.items() if ks == (ROT_A if len(pref) == 2 else ROT_B))
+    dataset = next(name for name, ks in ROTATIONS.items() if ks == (ROT_A if len(pref) == 2 else ROT_B))
     method = copy.deepcopy(spec.method)
     method["preference"] = [float(v) for v in pref]
     return ExperimentConfig(
