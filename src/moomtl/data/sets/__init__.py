@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 #: keys of ``DataConfig`` every data set accepts
@@ -36,7 +36,6 @@ class DataSet:
     validate: Callable[[Any], None] | None = None
     train_transform: Callable[..., Any] | None = None
     needs_root: str | None = None  # what data.root must hold when the data set cannot do without it
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def reads(self, key: str) -> bool:
         return key in COMMON_KEYS or key in self.keys
