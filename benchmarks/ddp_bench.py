@@ -31,6 +31,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 METHODS = ["uniform", "mgda_ub", "mgda", "upgrad", "nash_mtl"]
+NO_COMM = " (no extra collectives)"
 
 
 def _free_port() -> int:
@@ -44,13 +45,16 @@ class TimedReducer:
     ``presync`` an (untimed) barrier first lines the ranks up, so the time is the collective itself and not
     one rank waiting for the other (a wait DDP linear pays too, in its gradient sum)."""
 
-    def __init__(self, inner, presync: bool = False) -> None:
+    def __init__(self, inner, presync: bool = False, skip: bool = False) -> None:
         self.inner = inner
         self.rank, self.world_size = inner.rank, inner.world_size
         self.extra_seconds = 0.0
         self.presync = presync
+        self.skip = skip
 
     def sum_(self, t):
+        if self.skip:  # ablation: the same computation without the collective (each rank solves its local problem)
+            return t
         if self.presync:
             import torch.distributed as dist
 
@@ -65,7 +69,7 @@ class TimedReducer:
 
 
 def _worker(rank: int, world: int, port: int, backend: str, tasks: int, steps: int, out: str,
-            presync: bool = False) -> None:
+            presync: bool = False, methods: tuple[str, ...] = tuple(METHODS)) -> None:
     import torch.distributed as dist
 
     from moomtl.autodiff import StepContext
@@ -78,9 +82,10 @@ def _worker(rank: int, world: int, port: int, backend: str, tasks: int, steps: i
     names = [f"t{i}" for i in range(tasks)]
     torch.manual_seed(0)
     runs = {}
-    for m in METHODS:
+    variants = [*methods, *(f"{m}{NO_COMM}" for m in methods if m != "uniform")]
+    for m in variants:
         model = hps_lenet(names, n_classes=2, dropout=0.0)
-        method = build_method(m)
+        method = build_method(m.removesuffix(NO_COMM))
         method.setup(names, model)
         opt = torch.optim.SGD([*model.parameters(), *method.parameters()], lr=0.01)
         runs[m] = (model, method, opt, [], [])
@@ -88,9 +93,9 @@ def _worker(rank: int, world: int, port: int, backend: str, tasks: int, steps: i
     y = torch.randint(0, 2, (128, tasks))
     reducer = Reducer()
     for step in range(steps + 2):
-        for m in METHODS:
+        for m in variants:
             model, method, opt, walls, extras = runs[m]
-            timed = TimedReducer(reducer, presync)
+            timed = TimedReducer(reducer, presync, skip=m.endswith(NO_COMM))
             dist.barrier()
             t0 = time.perf_counter()
             opt.zero_grad(set_to_none=True)
@@ -107,7 +112,12 @@ def _worker(rank: int, world: int, port: int, backend: str, tasks: int, steps: i
                 walls.append(float(wall))
                 extras.append(timed.extra_seconds)
     if rank == 0:
-        rows = {m: (statistics.median(runs[m][3]), statistics.median(runs[m][4])) for m in METHODS}
+        rows = {m: (statistics.median(runs[m][3]), statistics.median(runs[m][4])) for m in methods}
+        # the paired (same round) difference between a method and its ablation without the extra collectives:
+        # what exact MOO's communication adds to the step, whatever rank waits where
+        paired = {m: statistics.median(a - b for a, b in zip(runs[m][3], runs[f"{m}{NO_COMM}"][3], strict=True))
+                  for m in methods if m != "uniform"}
+        rows = {m: (*rows[m], paired.get(m, 0.0)) for m in methods}
         torch.save(rows, Path(out) / "rows.pt")
     dist.destroy_process_group()
 
@@ -120,9 +130,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--presync", action="store_true", help="time each extra collective after an untimed barrier "
                     "(the collective alone, without the ranks' imbalance)")
+    ap.add_argument("--methods", nargs="+", default=METHODS, help="methods to time (uniform, the DDP-linear "
+                    "baseline, is always included)")
     args = ap.parse_args()
+    methods = ("uniform", *(m for m in args.methods if m != "uniform"))
     with tempfile.TemporaryDirectory() as tmp:
-        mp.spawn(_worker, args=(2, _free_port(), args.backend, args.tasks, args.steps, tmp, args.presync), nprocs=2,
+        mp.spawn(_worker, args=(2, _free_port(), args.backend, args.tasks, args.steps, tmp, args.presync, methods),
+                 nprocs=2,
                  join=True)
         rows = torch.load(Path(tmp) / "rows.pt", weights_only=True)
     base = rows["uniform"][0]
@@ -132,14 +146,20 @@ def main() -> None:
         f"HPS LeNet with T = {args.tasks} binary heads, global batch 256 (128 per rank), {args.steps} timed steps "
         "per method after 2 warm-up steps, interleaved round-robin; medians. `extra reductions` is the time in "
         "the reductions exact MOO adds (loss values, Gramian or Jacobian), beyond the gradient sum plain "
-        "data parallelism does too.", "",
+        "data parallelism does too. `added by exact MOO` is the median over rounds of the step time minus that "
+        "of the same method run in the same round with its extra collectives skipped (each rank then solves its "
+        "local problem: the same computation, wrong weights): the communication cost itself, wherever the ranks "
+        "wait on each other.", "",
         f"Command: `.venv/bin/python benchmarks/ddp_bench.py --tasks {args.tasks} --steps {args.steps} "
-        f"--backend {args.backend}{' --presync' if args.presync else ''}`", "",
-        "| method | step (ms) | × DDP linear | extra reductions (ms) | extra / DDP-linear step |",
-        "|---|---|---|---|---|",
+        f"--backend {args.backend}{' --presync' if args.presync else ''}"
+        f"{'' if list(methods) == METHODS else ' --methods ' + ' '.join(methods[1:])}`", "",
+        "| method | step (ms) | × DDP linear | extra reductions (ms) | extra / DDP-linear step "
+        "| added by exact MOO (ms) | added / DDP-linear step |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for m, (wall, extra) in rows.items():
-        lines.append(f"| {m} | {1e3 * wall:.2f} | {wall / base:.3f} | {1e3 * extra:.3f} | {100 * extra / base:.2f} % |")
+    for m, (wall, extra, added) in rows.items():
+        lines.append(f"| {m} | {1e3 * wall:.2f} | {wall / base:.3f} | {1e3 * extra:.3f} | {100 * extra / base:.2f} % "
+                     f"| {1e3 * added:.3f} | {100 * added / base:.2f} % |")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out is not None:
