@@ -223,7 +223,8 @@ def _deviations(sizes: Sizes, seeds: int) -> list[str]:
     target="MultiMNIST table: single task, uniform, Kendall, GradNorm, MGDA-UB (left/right accuracy)",
     data="MultiMNIST from the 5k MNIST subset (offline, bundled)",
     quick_time="1.4 min CPU per seed (measured, 2 CPU cores: --seeds 2 took 170 s CPU, 7.6 min wall at load 5–9)",
-    full_time="≈ 47 min per seed, not run end-to-end (7 runs × 30 epochs; 2 epochs of one run: 27 s measured, 2 cores)",
+    full_time="1364 s wall for --seeds 3 (measured, 2 CPU cores shared with other jobs, low priority; "
+              "592 s for the first seed)",
 )
 def run(out: Path, quick: bool, seeds: int, root: Path | None, console: Console) -> ReproResult:
     if root is not None:
