@@ -45,6 +45,7 @@ from moomtl.autodiff.context import StepContext
 from moomtl.events import TrainingError, TrainState
 from moomtl.methods.base import MethodCard, register, weights_info
 from moomtl.methods.chebyshev import IdealSpec, PreferenceMethod, active_info
+from moomtl.solvers.simplex import exponentiated_gradient_step, project_simplex
 
 DUALS = ("eg", "euclidean")
 CONVERSIONS = ("last", "average", "adaptive")
@@ -202,29 +203,6 @@ def weighted_average_state(states: Sequence[Mapping[str, Tensor]], weights: Sequ
     return out
 
 
-def _eg_step(p: Tensor, grad: Tensor, lr: float) -> Tensor:
-    """:func:`moomtl.solvers.simplex.exponentiated_gradient_step` without its input checks, which read
-    device values (``isfinite(...).all()`` in an ``if``) and so cost a host sync per step. The dual ``p``
-    is this method's own simplex buffer and a non-finite gap comes from non-finite losses, which the
-    trainer detects once per epoch. Same operations, so the same bits (``tests/test_omd_tch.py``)."""
-    big = torch.finfo(p.dtype).max
-    step = (torch.as_tensor(lr, dtype=p.dtype, device=p.device) * grad.to(p.dtype)).nan_to_num(posinf=big, neginf=-big)
-    return torch.softmax(torch.log(p) - step, dim=-1)
-
-
-def _project_simplex(v: Tensor) -> Tensor:
-    """:func:`moomtl.solvers.simplex.project_simplex` of a 1-D vector without its finiteness check (a
-    host sync per step; see :func:`_eg_step`). Same operations, so the same bits."""
-    shift = v.amax(dim=-1, keepdim=True)
-    w = v - shift
-    u, _ = torch.sort(w, dim=-1, descending=True)
-    css = u.cumsum(dim=-1) - 1.0
-    k = torch.arange(1, v.shape[-1] + 1, device=v.device, dtype=v.dtype)
-    rho = torch.where(u - css / k > 0, k, 0).amax(dim=-1, keepdim=True).clamp(min=1).to(torch.int64)
-    theta = css.gather(-1, rho - 1) / rho.to(v.dtype)
-    return (w - theta).clamp(min=0.0)
-
-
 @register("omd_tch", "online mirror descent for Tchebycheff (primal step on Σ p_t λ_t L_t, dual step on p)")
 class OMDTCH(PreferenceMethod):
     """(Ada)OMD-TCH. See the module docstring for the algorithm.
@@ -339,10 +317,13 @@ class OMDTCH(PreferenceMethod):
         """Ascent step on ``p`` for the linear dual objective ``p ↦ Σ_t p_t gap_t``."""
         self._require_setup()
         gap = gap.to(self.p)
+        # check=False: the solvers' value checks read device values (a host sync per step). The dual ``p``
+        # is this method's own simplex buffer and a non-finite gap comes from non-finite losses, which
+        # the trainer detects once per epoch.
         if self.dual == "eg":
-            new = _eg_step(self.p, -gap, self.dual_lr)
+            new = exponentiated_gradient_step(self.p, -gap, self.dual_lr, check=False)
         else:
-            new = _project_simplex(self.p + self.dual_lr * gap)
+            new = project_simplex(self.p + self.dual_lr * gap, check=False)
         self.p.copy_(new)
 
     def _steps_host(self) -> int:

@@ -391,43 +391,24 @@ def _active_set(M: np.ndarray, max_iter: int, tol: float) -> np.ndarray:
 
 
 def _block_pivoting(Q: np.ndarray, L: np.ndarray, piv: np.ndarray, max_iter: int) -> np.ndarray | None:
-    """Block principal pivoting for min ½xᵀQx - 1ᵀx, x ≥ 0 (Júdice & Pires 1994, with Kim & Park's
-    2011 backup rule): keep a passive set F, solve Q_FF x_F = 1 with x = 0 elsewhere, and swap every
-    index that violates x_F ≥ 0 or y_G = (Qx - 1)_G ≥ 0. If the number of violations stops decreasing
-    for 3 rounds, swap only the largest violating index, which makes the method finite. Starts from
-    F = all, whose solve reuses the full factor. ``None`` if it does not finish within ``max_iter``."""
-    from scipy.linalg import lapack, solve_triangular
+    """Block principal pivoting (:func:`moomtl.solvers.lcp.block_pivoting`) for min ½xᵀQx - 1ᵀx, x ≥ 0,
+    i.e. the LCP w = Qx - 1: sign tolerance ``_PIVOT_EPS`` on x and w, passive-set solves by LAPACK's
+    ``dposv``, and the start F = all, whose solve reuses the full pivoted factor Q[p][:, p] = L Lᵀ.
+    ``None`` if it does not finish within ``max_iter``."""
+    from moomtl.solvers.lcp import block_pivoting
 
-    T = Q.shape[0]
-    ones = np.ones(T)
-    z = solve_triangular(L, ones, lower=True, check_finite=False)
+    return block_pivoting(Q, -np.ones(Q.shape[0]), max_iter, tol=_PIVOT_EPS, start=_full_support_solve(L, piv))
+
+
+def _full_support_solve(L: np.ndarray, piv: np.ndarray) -> np.ndarray:
+    """x with Qx = 1, from the pivoted Cholesky factor Q[p][:, p] = L Lᵀ (``piv`` 0-based)."""
+    from scipy.linalg import solve_triangular
+
+    T = L.shape[0]
+    z = solve_triangular(L, np.ones(T), lower=True, check_finite=False)
     x = np.empty(T)
     x[piv] = solve_triangular(L.T, z, lower=False, check_finite=False)
-    F = np.ones(T, dtype=bool)
-    fewest, backup = T + 1, 3
-    for _ in range(max_iter):
-        y = Q @ x - 1.0
-        bad = (F & (x < -_PIVOT_EPS)) | (~F & (y < -_PIVOT_EPS))
-        n_bad = int(bad.sum())
-        if n_bad == 0:
-            return x
-        if n_bad < fewest:
-            fewest, backup = n_bad, 3
-            F ^= bad
-        elif backup > 0:
-            backup -= 1
-            F ^= bad
-        else:
-            j = int(np.flatnonzero(bad)[-1])
-            F[j] = not F[j]
-        idx = np.flatnonzero(F)
-        x = np.zeros(T)
-        if idx.size:
-            _, sol, info = lapack.dposv(Q[np.ix_(idx, idx)], ones[idx])
-            if info != 0:
-                return None
-            x[idx] = sol
-    return None
+    return x
 
 
 def _lawson_hanson(L: np.ndarray, piv: np.ndarray, T: int, rank: int, max_iter: int) -> np.ndarray | None:

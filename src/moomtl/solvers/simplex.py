@@ -16,7 +16,7 @@ from torch import Tensor
 __all__ = ["exponentiated_gradient_step", "project_simplex"]
 
 
-def project_simplex(v: Tensor) -> Tensor:
+def project_simplex(v: Tensor, *, check: bool = True) -> Tensor:
     r"""Euclidean projection of each row onto the simplex,
     :math:`\arg\min_{p \in \Delta^{n-1}} \|p - v\|_2`, by sorting (Held et al. 1974; Duchi et al. 2008):
 
@@ -28,8 +28,12 @@ def project_simplex(v: Tensor) -> Tensor:
     where :math:`u` is :math:`v` sorted in decreasing order. :math:`O(n \log n)` per row.
 
     :param v: ``[..., n]`` real tensor (floating point), ``n ≥ 1``.
+    :param check: validate ``v``. ``False`` skips the finiteness check, which reads a device value
+        (a host sync: an ``if`` on ``isfinite(v).all()``), for callers that step every batch on their
+        own buffers (OMD-TCH's dual); the checks on shape and dtype read no value and always run.
     :returns: a tensor of the same shape, dtype and device, each row on the simplex.
-    :raises ValueError: for an empty last dimension, a non-floating dtype or a NaN/inf entry.
+    :raises ValueError: for an empty last dimension, a non-floating dtype or (``check=True``) a
+        NaN/inf entry.
 
     >>> project_simplex(torch.tensor([0.75, 1.25, 0.0]))
     tensor([0.2500, 0.7500, 0.0000])
@@ -41,7 +45,7 @@ def project_simplex(v: Tensor) -> Tensor:
         raise ValueError(f"project_simplex needs a floating-point tensor, got {v.dtype}")
     if v.ndim == 0 or v.shape[-1] == 0:
         raise ValueError(f"project_simplex needs a non-empty last dimension, got shape {tuple(v.shape)}")
-    if not torch.isfinite(v).all():
+    if check and not torch.isfinite(v).all():
         raise ValueError("project_simplex got a NaN or inf entry")
     n = v.shape[-1]
     # Shift each row by its max first: the projection commutes with adding a constant to every
@@ -57,7 +61,7 @@ def project_simplex(v: Tensor) -> Tensor:
     return (w - theta).clamp(min=0.0)
 
 
-def exponentiated_gradient_step(p: Tensor, grad: Tensor, lr: float | Tensor) -> Tensor:
+def exponentiated_gradient_step(p: Tensor, grad: Tensor, lr: float | Tensor, *, check: bool = True) -> Tensor:
     r"""One exponentiated-gradient (entropic mirror descent) step on the simplex,
 
     .. math:: p_i^+ = \frac{p_i \exp(-\eta g_i)}{\sum_j p_j \exp(-\eta g_j)}
@@ -72,8 +76,11 @@ def exponentiated_gradient_step(p: Tensor, grad: Tensor, lr: float | Tensor) -> 
         renormalized).
     :param grad: gradient of the same shape (finite).
     :param lr: step size :math:`\eta \ge 0`.
-    :raises ValueError: on shape mismatch, a negative/NaN entry of ``p``, a row of zeros, a NaN/inf
-        gradient, or a negative/non-finite ``lr``.
+    :param check: validate the values of ``p``, ``grad`` and ``lr``. ``False`` skips those checks, which
+        read device values (host syncs), for callers that step every batch on their own simplex buffer
+        (OMD-TCH's dual); the checks on shape and dtype read no value and always run.
+    :raises ValueError: on shape mismatch, a non-floating ``p``, or (``check=True``) a negative/NaN entry
+        of ``p``, a row of zeros, a NaN/inf gradient, or a negative/non-finite ``lr``.
 
     >>> exponentiated_gradient_step(torch.tensor([0.5, 0.5]), torch.tensor([0.0, 1.0]), lr=1.0)
     tensor([0.7311, 0.2689])
@@ -85,14 +92,15 @@ def exponentiated_gradient_step(p: Tensor, grad: Tensor, lr: float | Tensor) -> 
     if not p.is_floating_point():
         raise ValueError(f"p must be a floating-point tensor, got {p.dtype}")
     lr_t = torch.as_tensor(lr, dtype=p.dtype, device=p.device)
-    if not (torch.isfinite(lr_t).all() and (lr_t >= 0).all()):
-        raise ValueError(f"lr must be finite and non-negative, got {lr}")
-    if not torch.isfinite(grad).all():
-        raise ValueError("exponentiated_gradient_step got a NaN or inf gradient")
-    if not torch.isfinite(p).all() or (p < 0).any():
-        raise ValueError("p must be finite and non-negative")
-    if (p.sum(dim=-1) <= 0).any():
-        raise ValueError("every row of p needs a positive entry")
+    if check:
+        if not (torch.isfinite(lr_t).all() and (lr_t >= 0).all()):
+            raise ValueError(f"lr must be finite and non-negative, got {lr}")
+        if not torch.isfinite(grad).all():
+            raise ValueError("exponentiated_gradient_step got a NaN or inf gradient")
+        if not torch.isfinite(p).all() or (p < 0).any():
+            raise ValueError("p must be finite and non-negative")
+        if (p.sum(dim=-1) <= 0).any():
+            raise ValueError("every row of p needs a positive entry")
     # η·g can overflow (huge η); clamping it to the dtype's range keeps the ordering that decides the
     # (then one-hot) answer and avoids inf - inf in the softmax.
     big = torch.finfo(p.dtype).max

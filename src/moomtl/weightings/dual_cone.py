@@ -47,9 +47,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.linalg.lapack import dpotrf, dpotrs
 from torch import Tensor
 
+from moomtl.solvers.lcp import block_pivoting, cholesky_solve
 from moomtl.weightings._common import as_float64_gramian, to_like
 
 __all__ = ["project_weights", "project_weights_np"]
@@ -113,50 +113,25 @@ def _factor(g: np.ndarray) -> np.ndarray:
 
 def _nnqp(g: np.ndarray, a: np.ndarray, u: np.ndarray) -> np.ndarray:
     """``v = argmin_{v ≥ 0} (u + v)ᵀ g (u + v)``: block principal pivoting, else Lawson-Hanson."""
-    v = _block_pivoting(g, -(g @ u))
+    v = _block_pivoting(g, g @ u)
     if v is None:
         v = _nnls(a, -(a @ u))
     return v
 
 
-def _block_pivoting(q: np.ndarray, c: np.ndarray, max_iter: int = 200) -> np.ndarray | None:
-    """Block principal pivoting (Júdice & Pires 1994; Kim & Park 2011) for the linear
-    complementarity problem of ``min_{v ≥ 0} ½ vᵀqv − cᵀv``: ``y = qv − c ≥ 0``, ``v ≥ 0``, ``vᵀy = 0``.
+def _block_pivoting(g: np.ndarray, gu: np.ndarray, max_iter: int = 200) -> np.ndarray | None:
+    """Block principal pivoting (:func:`moomtl.solvers.lcp.block_pivoting`) for the LCP of
+    ``min_{v ≥ 0} ½ vᵀgv + (gu)ᵀv``: ``y = gv + gu ≥ 0``, ``v ≥ 0``, ``vᵀy = 0``.
 
-    Each iteration solves ``q_FF v_F = c_F`` on the current passive set ``F`` and exchanges all the
-    infeasible indices at once (a single pivot, Murty's rule, after three exchanges that did not
-    reduce their number), so a problem with many active tasks takes a few Cholesky solves rather
-    than one Lawson-Hanson step per task. It is exact when it stops (the KKT conditions hold to
-    round-off, checked here); it returns ``None`` when a ``q_FF`` is numerically singular (a singular
-    Gramian) or it does not finish, and the caller then uses Lawson-Hanson."""
-    n = q.shape[0]
-    tol = 64.0 * n * _EPS * max(1.0, float(np.abs(c).max()))
-    passive = np.zeros(n, dtype=bool)
-    best, backup = n + 1, 3
-    diag_max = float(np.max(np.diag(q)))
-    for _ in range(max_iter):
-        v = np.zeros(n)
-        idx = np.flatnonzero(passive)
-        if idx.size:
-            z = _cholesky_solve(q[np.ix_(idx, idx)], c[idx], diag_max)
-            if z is None:
-                return None
-            v[idx] = z
-        y = q @ v - c
-        infeasible = (passive & (v < -tol)) | (~passive & (y < -tol))
-        count = int(infeasible.sum())
-        if count == 0:
-            return np.maximum(v, 0.0)
-        if count < best:
-            best, backup = count, 3
-            passive ^= infeasible
-        elif backup > 0:
-            backup -= 1
-            passive ^= infeasible
-        else:
-            k = int(np.flatnonzero(infeasible).max())
-            passive[k] = not passive[k]
-    return None
+    Each iteration solves ``g_FF v_F = −(gu)_F`` on the current passive set ``F`` (start: ``F = ∅``) and
+    exchanges all the infeasible indices at once, so a problem with many active tasks takes a few
+    Cholesky solves rather than one Lawson-Hanson step per task. It is exact when it stops (the KKT
+    conditions hold to round-off, ``64·T·eps·max(1, max|gu|)``; negatives within it are set to 0); it
+    returns ``None`` when a ``g_FF`` is numerically singular (a squared Cholesky pivot ≤ 1e-10 of the
+    largest diagonal entry: a singular Gramian) or it does not finish, and the caller then uses
+    Lawson-Hanson."""
+    tol = 64.0 * gu.shape[0] * _EPS * max(1.0, float(np.abs(gu).max()))
+    return block_pivoting(g, gu, max_iter, tol=tol, min_pivot=1e-10, clamp=True)
 
 
 def _nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -206,17 +181,7 @@ def _nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return v
 
 
-def _cholesky_solve(sub: np.ndarray, rhs: np.ndarray, diag_max: float) -> np.ndarray | None:
-    """``sub⁻¹ rhs`` by LAPACK's Cholesky (``None`` when ``sub`` is not numerically positive definite:
-    a squared pivot ≤ ``1e-10 · diag_max``)."""
-    low, info = dpotrf(sub, lower=1, clean=0)
-    if info != 0 or float(np.min(np.diag(low))) ** 2 <= 1e-10 * diag_max:
-        return None
-    z, info = dpotrs(low, rhs, lower=1)
-    return z if info == 0 and np.isfinite(z).all() else None
-
-
 def _passive_solve(a: np.ndarray, b: np.ndarray, gram: np.ndarray, atb: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """``argmin_z ‖a_P z − b‖`` for the passive columns ``idx``."""
-    z = _cholesky_solve(gram[np.ix_(idx, idx)], atb[idx], float(np.max(np.diag(gram))))
+    z = cholesky_solve(gram[np.ix_(idx, idx)], atb[idx], float(np.max(np.diag(gram))))
     return np.linalg.lstsq(a[:, idx], b, rcond=None)[0] if z is None else z
