@@ -284,3 +284,123 @@ def test_real_psl_run_select_and_export(tmp_path):
         assert info["chosen"]["test"][k] == pytest.approx(v, abs=1e-5), k
     constrained = select_model(tmp_path / "psl", None, minimums=["left/acc=0"])
     assert len(constrained.candidates) == 21 and constrained.feasible.all()
+
+
+# --- multi-seed sweeps (sweep --seeds N: seed_<s>/<point>, rows with run_dirs) ------------------------
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory):
+    """A real 2-point, 2-seed linear-scalarization sweep (1 epoch, 128 training pairs): (0, 1), (1, 0)."""
+    import moomtl.experiments.report as report
+
+    tmp = tmp_path_factory.mktemp("select_seeds")
+    cfg = parse_config({
+        "data": {"dataset": "multimnist", "source": "mnist5k", "n_train": 128, "n_val": 32, "n_test": 64,
+                 "cache_dir": str(tmp / "cache")},
+        "method": {"name": "linear", "weights": [0.5, 0.5]},
+        "optimizer": {"name": "SGD", "lr": 0.05, "momentum": 0.9},
+        "train": {"epochs": 1, "batch_size": 64, "progress": False},
+        "out": str(tmp / "lin"),
+    })
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(report, "_plot_front", lambda *a, **k: None)
+        report.run_preference_sweep(cfg, n_preferences=2, seeds=2)
+    return tmp / "lin"
+
+
+def _seed_finals(folder):
+    """``{label: [(seed, point folder, final metrics)]}`` read from each seed's own result.json."""
+    res = json.loads((folder / "results.json").read_text())
+    out = {}
+    for row in res["rows"]:
+        name = row["run_dir"].rsplit("/", 1)[-1]
+        out[row["label"]] = [(s, folder / f"seed_{s}" / name,
+                              json.loads((folder / f"seed_{s}" / name / "result.json").read_text())["final"])
+                             for s in res["seeds"]]
+    return out
+
+
+def _set_val_losses(folder, label, per_seed):
+    """Write controlled val losses ``per_seed`` (one ``(left, right)`` per seed) into point ``label``'s runs."""
+    for (_, run_dir, _), losses in zip(_seed_finals(folder)[label], per_seed, strict=True):
+        for name in ("result.json", "final_metrics.json"):
+            path = run_dir / name
+            raw = json.loads(path.read_text())
+            final = raw["final"] if name == "result.json" else raw
+            final.update({f"val/{t}/loss": v for t, v in zip(TASKS, losses, strict=True)})
+            path.write_text(json.dumps(raw))
+
+
+def test_multi_seed_point_is_the_mean_of_its_seeds(seeded):
+    res = json.loads((seeded / "results.json").read_text())
+    assert res["seeds"] == [0, 1] and all(len(r["run_dirs"]) == 2 for r in res["rows"])
+    finals = _seed_finals(seeded)
+    sel = select_model(seeded, "1,1")
+    assert sel.kind == "sweep" and len(sel.candidates) == 2
+    for c in sel.candidates:
+        runs = finals[c.label]
+        assert [r.seed for r in c.seeds] == [0, 1] and [r.run_dir for r in c.seeds] == [d for _, d, _ in runs]
+        vals = {k[4:]: [f[k] for _, _, f in runs] for k in runs[0][2] if k.startswith("val/")}
+        tests = {k[5:]: [f[k] for _, _, f in runs] for k in runs[0][2] if k.startswith("test/")}
+        assert vals and tests
+        for k, v in vals.items():
+            assert c.val[k] == pytest.approx(np.mean(v)), k
+        for k, v in tests.items():
+            assert c.test[k] == pytest.approx(np.mean(v)), k
+            assert c.test_sd[k] == pytest.approx(np.std(v, ddof=1)), k
+        # the seeds differ (train.seed 0 and 1), so the mean is not seed 0's value
+        assert vals["left/loss"][0] != vals["left/loss"][1]
+    result = runner.invoke(app, ["select", str(seeded), "--preference", "1,1"])
+    assert result.exit_code == 0, result.output
+    c = sel.chosen
+    key = "left/loss"
+    assert f"{key}↓ {c.test[key]:.4f} ± {c.test_sd[key]:.4f}" in result.output
+    assert "mean ± sd, n = 2 seeds" in result.output and f"selected: {c.label} (mean of 2 seeds" in result.output
+
+
+def test_multi_seed_choice_uses_the_seed_mean_and_exports_the_stated_seed(seeded, tmp_path):
+    """Seed 0 alone prefers A; the seed mean prefers B; B's seed 1 (own Chebyshev value smaller) is exported."""
+    sweep = tmp_path / "sweep"
+    shutil.copytree(seeded, sweep, ignore=shutil.ignore_patterns("*.png", "tensorboard"))
+    a, b = [r["label"] for r in json.loads((sweep / "results.json").read_text())["rows"]]
+    _set_val_losses(sweep, a, [(1.0, 1.0), (5.0, 5.0)])  # mean (3, 3)
+    _set_val_losses(sweep, b, [(2.4, 2.4), (1.6, 1.6)])  # mean (2, 2): dominates A on the means
+    assert select_model(sweep / "seed_0", "1,1").chosen.label == a  # seed 0's own sweep: A
+    sel = select_model(sweep, "1,1")
+    assert sel.chosen.label == b
+    assert sel.chosen.val["left/loss"] == pytest.approx(2.0)
+    assert sel.candidates[0].val["left/loss"] == pytest.approx(3.0)
+    assert sel.export_seed.seed == 1
+
+    target = tmp_path / "out" / "best.pt"
+    result = runner.invoke(app, ["select", str(sweep), "--preference", "1,1", "--export", str(target)])
+    assert result.exit_code == 0, result.output
+    b_dirs = {s: d for s, d, _ in _seed_finals(sweep)[b]}
+    assert f"export: seed 1 ({b_dirs[1]})" in result.output
+    info = json.loads(target.with_suffix(".json").read_text())
+    chosen = info["chosen"]
+    assert chosen["label"] == b and chosen["n_seeds"] == 2
+    assert chosen["exported_seed"]["seed"] == 1 and chosen["exported_seed"]["run_dir"] == str(b_dirs[1])
+    assert "smallest weighted Chebyshev" in chosen["exported_seed"]["reason"]
+    assert chosen["seeds"][1]["score"] < chosen["seeds"][0]["score"]
+    exported = torch.load(target, weights_only=True)
+    seed1 = torch.load(b_dirs[1] / "model.pt", weights_only=True)
+    seed0 = torch.load(b_dirs[0] / "model.pt", weights_only=True)
+    assert exported.keys() == seed1.keys() and all(torch.equal(exported[k], seed1[k]) for k in seed1)
+    assert not all(torch.equal(exported[k], seed0[k]) for k in seed0)
+    assert target.with_suffix(".yaml").read_text() == (b_dirs[1] / "config.yaml").read_text()
+
+
+def test_multi_seed_missing_or_unfinished_seed_is_one_line(seeded, tmp_path):
+    sweep = tmp_path / "sweep"
+    shutil.copytree(seeded, sweep, ignore=shutil.ignore_patterns("*.png", "tensorboard", "*.pt"))
+    label = json.loads((sweep / "results.json").read_text())["rows"][1]["label"]
+    _, run_dir, _ = _seed_finals(sweep)[label][1]
+    for name in ("result.json", "final_metrics.json"):  # interrupted: the run's folder is there, unfinished
+        (run_dir / name).unlink()
+    result = runner.invoke(app, ["select", str(sweep), "--preference", "1,1"])
+    _one_line_error(result, 1, "output error", f"point {label!r}", "seed 1", "missing or unfinished")
+    shutil.rmtree(run_dir)
+    result = runner.invoke(app, ["select", str(sweep), "--preference", "1,1"])
+    _one_line_error(result, 1, "seed 1", "missing or unfinished")

@@ -31,12 +31,21 @@ point with the smallest total violation, each violation divided by the metric's 
 points.
 
 Test metrics are only reported for the chosen model; they never take part in the choice.
+
+Seeds. A point of a ``moomtl sweep --seeds N`` folder (a row with ``run_dirs``, one folder
+``seed_<s>/<point>`` per seed) is the **mean over its seeds**: its validation metrics are the seed
+means of every seed's own ``result.json`` (the choice uses those), its test metrics are reported as
+mean ± sample sd over the n seeds. Every seed's run must be finished (else :class:`RunFolderError`).
+A mean is no single model: ``--export`` writes the seed whose own validation losses have the smallest
+weighted Chebyshev value (normalized with the front's ideal and nadir, ties by the weighted sum, then
+the seed order), and the selection says which seed that is and why.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,15 +196,29 @@ def parse_constraint(text: str, is_min: bool, task_names: Sequence[str], availab
 
 
 @dataclass
+class SeedRun:
+    """One seed's run of a multi-seed point: its training seed, folder and own final metrics."""
+
+    seed: int
+    run_dir: Path
+    val: dict[str, float]
+    test: dict[str, float]
+
+
+@dataclass
 class Candidate:
     """One model of the front: its validation metrics (``{"<task>/<metric>": v}``), its test metrics
-    when known, and where it lives (a run folder, or a preference of a PSL run)."""
+    when known, and where it lives (a run folder, or a preference of a PSL run). A multi-seed point has
+    ``seeds`` (every seed's run), seed-mean ``val`` and ``test``, the sample sd of the test metrics in
+    ``test_sd`` and no single ``run_dir``."""
 
     label: str
     val: dict[str, float]
     test: dict[str, float] = field(default_factory=dict)
     run_dir: Path | None = None
     preference: list[float] | None = None
+    seeds: list[SeedRun] = field(default_factory=list)
+    test_sd: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -219,15 +242,59 @@ class Selection:
     def chosen(self) -> Candidate:
         return self.candidates[self.index]
 
+    def seed_scores(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(score, tiebreak)`` of each seed of the chosen point: the weighted Chebyshev value of that
+        seed's own validation losses, normalized with the front's ideal and nadir (empty: one seed)."""
+        c = self.chosen
+        if not c.seeds:
+            return np.zeros(0), np.zeros(0)
+        losses = np.array([[r.val[f"{t}/loss"] for t in self.task_names] for r in c.seeds], dtype=float)
+        span = np.where(self.nadir > self.ideal, self.nadir - self.ideal, 1.0)
+        return chebyshev_scores((losses - self.ideal) / span, self.weights)
+
+    @property
+    def export_seed(self) -> SeedRun | None:
+        """The seed ``--export`` writes for a multi-seed point (the smallest own Chebyshev value)."""
+        c = self.chosen
+        if not c.seeds:
+            return None
+        score, tie = self.seed_scores()
+        return c.seeds[best_index(score, tie, np.ones(len(score), dtype=bool))]
+
+    @property
+    def export_run_dir(self) -> Path | None:
+        """The run folder of the model ``--export`` writes (``None`` for a PSL run)."""
+        seed = self.export_seed
+        return seed.run_dir if seed is not None else self.chosen.run_dir
+
+    def export_reason(self) -> str:
+        """Why :attr:`export_seed` is the seed exported (one line)."""
+        seed = self.export_seed
+        assert seed is not None
+        score, _ = self.seed_scores()
+        each = ", ".join(f"seed {r.seed} {v:.4g}" for r, v in zip(self.chosen.seeds, score, strict=True))
+        return (f"the point is the mean of {len(score)} seeds, not one model; seed {seed.seed} has the smallest "
+                f"weighted Chebyshev value of its own validation losses (normalized like the points; {each})")
+
     def to_dict(self) -> dict[str, Any]:
         c = self.chosen
+        chosen: dict[str, Any] = {
+            "label": c.label, "run_dir": str(self.export_run_dir) if self.export_run_dir else None,
+            "preference": c.preference, "score": float(self.scores[self.index]), "val": c.val, "test": c.test}
+        if c.seeds:
+            score, _ = self.seed_scores()
+            seed = self.export_seed
+            assert seed is not None
+            chosen.update({
+                "n_seeds": len(c.seeds), "test_sd": c.test_sd,
+                "seeds": [{"seed": r.seed, "run_dir": str(r.run_dir), "score": float(v), "val": r.val, "test": r.test}
+                          for r, v in zip(c.seeds, score, strict=True)],
+                "exported_seed": {"seed": seed.seed, "run_dir": str(seed.run_dir), "reason": self.export_reason()}})
         return {
             "source": str(self.source), "kind": self.kind, "task_names": self.task_names, "rule": self.rule,
             "preference": self.weights.tolist(), "constraints": [k.text() for k in self.constraints],
             "ideal_val_loss": self.ideal.tolist(), "nadir_val_loss": self.nadir.tolist(),
-            "chosen": {"label": c.label, "run_dir": str(c.run_dir) if c.run_dir else None,
-                       "preference": c.preference, "score": float(self.scores[self.index]),
-                       "val": c.val, "test": c.test},
+            "chosen": chosen,
             "points": [{"label": p.label, "score": float(s), "meets_constraints": bool(f)}
                        for p, s, f in zip(self.candidates, self.scores, self.feasible, strict=True)],
         }
@@ -277,21 +344,66 @@ def _run_metrics(run_dir: Path) -> dict[str, Any]:
 
 def _point_dir(folder: Path, run_dir: Any) -> Path | None:
     """A sweep row's point folder: the sweep folder's own child of that name (sweeps may be moved),
-    else the path as written."""
+    ``seed_<s>/<name>`` for a seed of a multi-seed sweep, else the path as written; ``None`` when it
+    holds no finished run."""
     if not isinstance(run_dir, str) or not run_dir:
         return None
-    for cand in (folder / Path(run_dir).name, Path(run_dir)):
+    path = Path(run_dir)
+    if SEED_FOLDER.fullmatch(path.parent.name) and (folder / path.parent.name).is_dir():
+        # a seed of a multi-seed sweep whose seed folder is here: only this copy counts (never the original's)
+        inside = folder / path.parent.name / path.name
+        return inside if (inside / RESULT).is_file() or (inside / "final_metrics.json").is_file() else None
+    for cand in (folder / path.name, path):
         if (cand / RESULT).is_file() or (cand / "final_metrics.json").is_file():
             return cand
     return None
 
 
+#: A seed replicate's folder in a multi-seed sweep (``moomtl.experiments.sweep.SEED_DIR``).
+SEED_FOLDER = re.compile(r"seed_(-?\d+)")
+
+
+def _seed_mean(metrics: Sequence[Mapping[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
+    """``(mean, sample sd)`` over seeds of every metric all seeds have."""
+    keys = [k for k in metrics[0] if all(k in m for m in metrics)]
+    values = {k: np.array([m[k] for m in metrics], dtype=float) for k in keys}
+    return ({k: float(v.mean()) for k, v in values.items()},
+            {k: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for k, v in values.items()})
+
+
+def _seed_candidate(folder: Path, row: Mapping[str, Any], label: str, run_dirs: Sequence[Any],
+                    seeds: Sequence[Any]) -> Candidate:
+    """A multi-seed point: every seed's finished run, seed-mean val and test metrics, test sd."""
+    runs = []
+    for i, raw in enumerate(run_dirs):
+        name = Path(raw).parent.name if isinstance(raw, str) else ""
+        match = SEED_FOLDER.fullmatch(name)
+        seed = int(match.group(1)) if match else int(seeds[i]) if i < len(seeds) else i
+        run_dir = _point_dir(folder, raw)
+        if run_dir is None:
+            raise RunFolderError(f"{folder}: point {label!r}: the run of seed {seed} ({raw}) is missing or unfinished "
+                                 f"(no {RESULT}); finish the sweep (rerun `moomtl sweep` with the same --seeds)")
+        final = _run_metrics(run_dir)
+        runs.append(SeedRun(seed=seed, run_dir=run_dir, val=_split_metrics(final, "val"),
+                            test=_split_metrics(final, "test")))
+    val, _ = _seed_mean([r.val for r in runs])
+    test, test_sd = _seed_mean([r.test for r in runs])
+    pref = row.get("preference")
+    return Candidate(label=label, val=val, test=test, preference=list(pref) if isinstance(pref, list) else None,
+                     seeds=runs, test_sd=test_sd)
+
+
 def _sweep_candidates(folder: Path, res: Mapping[str, Any]) -> list[Candidate]:
     out = []
+    seeds = res.get("seeds") if isinstance(res.get("seeds"), list) else []
     for row in res["rows"]:
         if not isinstance(row, dict):
             raise RunFolderError(f"{folder / RESULTS_JSON} has a row that is not a mapping")
         label = str(row.get("label", row.get("run_dir", "?")))
+        run_dirs = row.get("run_dirs")
+        if isinstance(run_dirs, list) and len(run_dirs) > 1:
+            out.append(_seed_candidate(folder, row, label, run_dirs, seeds))
+            continue
         run_dir = _point_dir(folder, row.get("run_dir"))
         val = with_err(row["val"]) if isinstance(row.get("val"), dict) else _split_metrics(row, "val")
         test: dict[str, float] = {}
@@ -511,10 +623,11 @@ def export_selection(sel: Selection, path: str | Path, overwrite: bool = False) 
         sel.psl_run.export(c.preference, weights, overwrite=True)
         written += [config] if config.is_file() else []
     else:
-        assert c.run_dir is not None
-        state = _read_state_dict(c.run_dir / "model.pt")
+        run_dir = sel.export_run_dir  # a multi-seed point: the seed of Selection.export_seed
+        assert run_dir is not None
+        state = _read_state_dict(run_dir / "model.pt")
         mio.torch_save(state, weights)
-        source_config = c.run_dir / "config.yaml"
+        source_config = run_dir / "config.yaml"
         if source_config.is_file():
             mio.write_text(config, source_config.read_text(encoding="utf-8"))
             written.append(config)
@@ -540,13 +653,16 @@ def _read_state_dict(path: Path) -> dict[str, Any]:
 # --- report -----------------------------------------------------------------------------------------
 
 
-def _fmt_metrics(metrics: Mapping[str, float], task_names: Sequence[str]) -> str:
+def _fmt_metrics(metrics: Mapping[str, float], task_names: Sequence[str],
+                 sd: Mapping[str, float] | None = None) -> str:
+    """``left/acc↑ 0.9000, ...``; with ``sd`` (seed means) ``left/acc↑ 0.9000 ± 0.0100``."""
     parts = []
     for t in task_names:
         for key, v in metrics.items():
             if key.rpartition("/")[0] == t:
                 arrow = "↑" if higher_is_better(key.rpartition("/")[2]) else "↓"
-                parts.append(f"{key}{arrow} {v:.4f}")
+                spread = f" ± {sd[key]:.4f}" if sd is not None and key in sd else ""
+                parts.append(f"{key}{arrow} {v:.4f}{spread}")
     return ", ".join(parts)
 
 
@@ -564,6 +680,17 @@ def selection_lines(sel: Selection) -> list[str]:
         losses = " | ".join(f"{p.val[f'{t}/loss']:.4f}" for t in sel.task_names)
         chosen = "**yes**" if i == sel.index else ""
         lines.append(f"| {p.label} | {losses} | {s:.4f} | {'yes' if f else 'no'} | {chosen} |")
+    if c.seeds:
+        n = len(c.seeds)
+        seed = sel.export_seed
+        assert seed is not None
+        lines += ["", f"selected: {c.label} (mean of {n} seeds: "
+                  + ", ".join(f"seed {r.seed} {r.run_dir}" for r in c.seeds) + ")",
+                  f"  val:  {_fmt_metrics(c.val, sel.task_names)} (mean of n = {n} seeds)",
+                  "  test: " + (_fmt_metrics(c.test, sel.task_names, c.test_sd) + f" (mean ± sd, n = {n} seeds)"
+                                if c.test else "(no test split)"),
+                  f"  export: seed {seed.seed} ({seed.run_dir}): {sel.export_reason()}"]
+        return lines
     lines += ["", f"selected: {c.label}" + (f" ({c.run_dir})" if c.run_dir else ""),
               f"  val:  {_fmt_metrics(c.val, sel.task_names)}",
               f"  test: {_fmt_metrics(c.test, sel.task_names) if c.test else '(no test split)'}"]
