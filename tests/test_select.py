@@ -28,15 +28,12 @@ runner = CliRunner()
 TASKS = ("left", "right")
 
 
-@pytest.fixture(scope="module")
-def front(tmp_path_factory):
-    """A real 3-point linear-scalarization sweep (1 epoch, 400 training pairs): (0, 1), (0.5, 0.5), (1, 0).
-    The front plot is skipped (2 s; selection never reads it)."""
+def _linear_sweep(tmp, *, n_train: int, n_val: int, n_test: int, n_preferences: int, seeds: int = 1):
+    """A real linear-scalarization sweep (1 epoch); the front plot is skipped (2 s; selection never reads it)."""
     import moomtl.experiments.report as report
 
-    tmp = tmp_path_factory.mktemp("select")
     cfg = parse_config({
-        "data": {"dataset": "multimnist", "source": "mnist5k", "n_train": 400, "n_val": 100, "n_test": 100,
+        "data": {"dataset": "multimnist", "source": "mnist5k", "n_train": n_train, "n_val": n_val, "n_test": n_test,
                  "cache_dir": str(tmp / "cache")},
         "method": {"name": "linear", "weights": [0.5, 0.5]},
         "optimizer": {"name": "SGD", "lr": 0.05, "momentum": 0.9},
@@ -45,8 +42,14 @@ def front(tmp_path_factory):
     })
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(report, "_plot_front", lambda *a, **k: None)
-        report.run_preference_sweep(cfg, n_preferences=3)
+        report.run_preference_sweep(cfg, n_preferences=n_preferences, seeds=seeds)
     return tmp / "lin"
+
+
+@pytest.fixture(scope="module")
+def front(tmp_path_factory):
+    """A real 3-point linear-scalarization sweep (400 training pairs): (0, 1), (0.5, 0.5), (1, 0)."""
+    return _linear_sweep(tmp_path_factory.mktemp("select"), n_train=400, n_val=100, n_test=100, n_preferences=3)
 
 
 def _points(folder):
@@ -291,22 +294,9 @@ def test_real_psl_run_select_and_export(tmp_path):
 
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory):
-    """A real 2-point, 2-seed linear-scalarization sweep (1 epoch, 128 training pairs): (0, 1), (1, 0)."""
-    import moomtl.experiments.report as report
-
-    tmp = tmp_path_factory.mktemp("select_seeds")
-    cfg = parse_config({
-        "data": {"dataset": "multimnist", "source": "mnist5k", "n_train": 128, "n_val": 32, "n_test": 64,
-                 "cache_dir": str(tmp / "cache")},
-        "method": {"name": "linear", "weights": [0.5, 0.5]},
-        "optimizer": {"name": "SGD", "lr": 0.05, "momentum": 0.9},
-        "train": {"epochs": 1, "batch_size": 64, "progress": False},
-        "out": str(tmp / "lin"),
-    })
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(report, "_plot_front", lambda *a, **k: None)
-        report.run_preference_sweep(cfg, n_preferences=2, seeds=2)
-    return tmp / "lin"
+    """A real 2-point, 2-seed linear-scalarization sweep (128 training pairs): (0, 1), (1, 0)."""
+    return _linear_sweep(tmp_path_factory.mktemp("select_seeds"), n_train=128, n_val=32, n_test=64, n_preferences=2,
+                         seeds=2)
 
 
 def _seed_finals(folder):
