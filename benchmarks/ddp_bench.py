@@ -1,7 +1,7 @@
 """What exact multi-process MOO costs in communication, against plain data parallelism (linear).
 
 Two ranks (gloo on 127.0.0.1 here; ``--backend nccl`` on a GPU machine), the HPS LeNet with T binary
-heads on a synthetic global batch of 256 (128 per rank), one full training step exactly as
+heads on a synthetic global batch (``--batch``, default 256: 128 per rank), one full training step exactly as
 :class:`~moomtl.train.trainer.Trainer` runs it under ``torchrun``: local forward and per-task losses
 (scaled to this rank's share) → ``method.backward`` on a :class:`~moomtl.autodiff.StepContext` with a
 reducer → one coalesced gradient sum → ``optimizer.step``. Methods are interleaved round-robin in one
@@ -69,7 +69,7 @@ class TimedReducer:
 
 
 def _worker(rank: int, world: int, port: int, backend: str, tasks: int, steps: int, out: str,
-            presync: bool = False, methods: tuple[str, ...] = tuple(METHODS)) -> None:
+            presync: bool = False, methods: tuple[str, ...] = tuple(METHODS), batch: int = 256) -> None:
     import torch.distributed as dist
 
     from moomtl.autodiff import StepContext
@@ -89,8 +89,8 @@ def _worker(rank: int, world: int, port: int, backend: str, tasks: int, steps: i
         method.setup(names, model)
         opt = torch.optim.SGD([*model.parameters(), *method.parameters()], lr=0.01)
         runs[m] = (model, method, opt, [], [])
-    x = torch.randn(128, 1, 28, 28)
-    y = torch.randint(0, 2, (128, tasks))
+    x = torch.randn(batch // world, 1, 28, 28)
+    y = torch.randint(0, 2, (batch // world, tasks))
     reducer = Reducer()
     for step in range(steps + 2):
         for m in variants:
@@ -127,6 +127,7 @@ def main() -> None:
     ap.add_argument("--tasks", type=int, default=40)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--backend", default="gloo")
+    ap.add_argument("--batch", type=int, default=256, help="global batch (split evenly over the 2 ranks)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--presync", action="store_true", help="time each extra collective after an untimed barrier "
                     "(the collective alone, without the ranks' imbalance)")
@@ -135,7 +136,8 @@ def main() -> None:
     args = ap.parse_args()
     methods = ("uniform", *(m for m in args.methods if m != "uniform"))
     with tempfile.TemporaryDirectory() as tmp:
-        mp.spawn(_worker, args=(2, _free_port(), args.backend, args.tasks, args.steps, tmp, args.presync, methods),
+        mp.spawn(_worker, args=(2, _free_port(), args.backend, args.tasks, args.steps, tmp, args.presync, methods,
+                                    args.batch),
                  nprocs=2,
                  join=True)
         rows = torch.load(Path(tmp) / "rows.pt", weights_only=True)
@@ -143,7 +145,8 @@ def main() -> None:
     lines = [
         "# Exact multi-process MOO: communication cost (benchmarks/ddp_bench.py)", "",
         f"2 ranks, backend {args.backend}, {platform.machine()}, torch {torch.__version__}, 1 thread per rank, "
-        f"HPS LeNet with T = {args.tasks} binary heads, global batch 256 (128 per rank), {args.steps} timed steps "
+        f"HPS LeNet with T = {args.tasks} binary heads, global batch {args.batch} ({args.batch // 2} per rank), "
+        f"{args.steps} timed steps "
         "per method after 2 warm-up steps, interleaved round-robin; medians. `extra reductions` is the time in "
         "the reductions exact MOO adds (loss values, Gramian or Jacobian), beyond the gradient sum plain "
         "data parallelism does too. `added by exact MOO` is the median over rounds of the step time minus that "
@@ -152,6 +155,7 @@ def main() -> None:
         "wait on each other.", "",
         f"Command: `.venv/bin/python benchmarks/ddp_bench.py --tasks {args.tasks} --steps {args.steps} "
         f"--backend {args.backend}{' --presync' if args.presync else ''}"
+        f"{'' if args.batch == 256 else f' --batch {args.batch}'}"
         f"{'' if list(methods) == METHODS else ' --methods ' + ' '.join(methods[1:])}`", "",
         "| method | step (ms) | × DDP linear | extra reductions (ms) | extra / DDP-linear step "
         "| added by exact MOO (ms) | added / DDP-linear step |",
