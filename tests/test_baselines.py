@@ -191,12 +191,12 @@ def test_kendall_gradients_of_log_variances_and_model(variant, c, r):
     z = model.encode(x)
     losses = model.decode(z, x)
     info = method.backward(losses, StepContext(model, losses, z))
-    s = torch.tensor([0.3, -0.7])
-    lv = torch.tensor([1.0, 1.25])
+    s = torch.tensor([0.3, -0.7], dtype=torch.float64)  # the log-variances take the (float64) model's dtype
+    lv = torch.tensor([1.0, 1.25], dtype=torch.float64)
     # d/ds_t [c e^{-s_t} L_t + r s_t] = r − c e^{-s_t} L_t
     torch.testing.assert_close(method.log_vars.grad, r - c * torch.exp(-s) * lv)
     weights = c * torch.exp(-s)
-    torch.testing.assert_close(model.theta.grad, (weights.double() @ g.double()))
+    torch.testing.assert_close(model.theta.grad, weights @ g.double())
     assert info["weight/t0"] == pytest.approx(float(weights[0]))
     with pytest.raises(ValueError, match="variant"):
         build_method("kendall", variant="poisson")

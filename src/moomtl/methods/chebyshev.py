@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from moomtl.autodiff.context import StepContext
-from moomtl.methods.base import MethodCard, Weighting, as_weight_vector, register, weights_info
+from moomtl.methods.base import MethodCard, Weighting, as_weight_vector, parameter_dtype, register, weights_info
 from moomtl.solvers import scalarizations as S
 
 IdealSpec = Sequence[float] | str | None
@@ -93,14 +93,15 @@ class PreferenceMethod(Weighting):
         else:
             pref = as_weight_vector(self.preference, n)
             pref = pref / pref.sum()
-        self.register_buffer("pref", pref.float(), persistent=False)
+        dtype = parameter_dtype(model)
+        self.register_buffer("pref", pref.to(dtype), persistent=False)
         if self.online_ideal:
-            self.register_buffer("running_min", torch.full((n,), float("inf")))
+            self.register_buffer("running_min", torch.full((n,), float("inf"), dtype=dtype))
         else:
             z = torch.zeros(n, dtype=torch.float64) if self._ideal is None else self._ideal
             if isinstance(z, Tensor) and z.numel() != n:
                 raise ValueError(f"{self.name}: ideal point has {z.numel()} entries for {n} tasks")
-            self.register_buffer("ideal_point", torch.as_tensor(z).float(), persistent=False)
+            self.register_buffer("ideal_point", torch.as_tensor(z).to(dtype), persistent=False)
 
     def _require_setup(self) -> None:
         if not hasattr(self, "pref"):

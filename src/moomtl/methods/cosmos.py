@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from moomtl.autodiff.context import StepContext
-from moomtl.methods.base import Method, MethodCard, as_weight_vector, register, weights_info
+from moomtl.methods.base import Method, MethodCard, as_weight_vector, parameter_dtype, register, weights_info
 
 
 def cosmos_objective(losses: Tensor, pref: Tensor, mu: float) -> Tensor:
@@ -84,7 +84,7 @@ class COSMOS(Method):
         n = len(task_names)
         pref = torch.full((n,), 1.0 / n, dtype=torch.float64) if self.preference is None else (
             as_weight_vector(self.preference, n))
-        self.pref = (pref / pref.sum()).float()
+        self.pref = (pref / pref.sum()).to(parameter_dtype(model))
 
     def weights_and_cosine(self, losses: Tensor) -> tuple[Tensor, Tensor]:
         """``(∂g/∂L, cos(λ, L))`` at the (detached) ``losses``."""

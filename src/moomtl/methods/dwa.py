@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from moomtl.autodiff.context import StepContext
 from moomtl.events import TrainState
-from moomtl.methods.base import Method, MethodCard, register, weights_info
+from moomtl.methods.base import Method, MethodCard, parameter_dtype, register, weights_info
 
 
 def dwa_weights(last_avg: Tensor, prev_avg: Tensor, temperature: float) -> Tensor:
@@ -74,10 +74,10 @@ class DWA(Method):
 
     def setup(self, task_names: Sequence[str], model: nn.Module) -> None:
         super().setup(task_names, model)
-        n = len(task_names)
-        self.epoch_loss_sum = torch.zeros(n)
-        self.last_avg = torch.ones(n)
-        self.prev_avg = torch.ones(n)
+        n, dtype = len(task_names), parameter_dtype(model)
+        self.epoch_loss_sum = torch.zeros(n, dtype=dtype)
+        self.last_avg = torch.ones(n, dtype=dtype)
+        self.prev_avg = torch.ones(n, dtype=dtype)
         self.epoch_steps = torch.zeros((), dtype=torch.int64)
         self.epochs_done = torch.zeros((), dtype=torch.int64)
 

@@ -44,7 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from moomtl.autodiff.context import StepContext
-from moomtl.methods.base import Method, MethodCard, register, weights_info
+from moomtl.methods.base import Method, MethodCard, parameter_dtype, register, weights_info
 
 _EPS = 1e-8  # the official code's ε inside the logarithm
 _BETAS = (0.9, 0.999)  # torch.optim.Adam defaults, as the official code uses
@@ -99,10 +99,10 @@ class FAMO(Method):
 
     def setup(self, task_names: Sequence[str], model: nn.Module) -> None:
         super().setup(task_names, model)
-        n = len(task_names)
+        n, dtype = len(task_names), parameter_dtype(model)
         for name in ("logits", "exp_avg", "exp_avg_sq", "prev_losses"):
-            setattr(self, name, torch.zeros(n))
-        self.adam_steps = torch.zeros(())
+            setattr(self, name, torch.zeros(n, dtype=dtype))
+        self.adam_steps = torch.zeros((), dtype=dtype)
         self.has_prev = torch.zeros((), dtype=torch.bool)
 
     def _require_setup(self, losses: Tensor) -> None:

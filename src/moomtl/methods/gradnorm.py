@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from moomtl.autodiff import StepContext, task_jacobian
 from moomtl.events import TrainState
-from moomtl.methods.base import Method, MethodCard, register, weights_info
+from moomtl.methods.base import Method, MethodCard, parameter_dtype, register, weights_info
 from moomtl.models.base import MultiTaskModel
 
 
@@ -112,9 +112,9 @@ class GradNorm(Method):
 
     def setup(self, task_names: Sequence[str], model: nn.Module) -> None:
         super().setup(task_names, model)
-        t = len(task_names)
-        self.loss_weights = nn.Parameter(torch.ones(t))
-        self.initial_losses = torch.full((t,), float("nan"))
+        t, dtype = len(task_names), parameter_dtype(model)
+        self.loss_weights = nn.Parameter(torch.ones(t, dtype=dtype))
+        self.initial_losses = torch.full((t,), float("nan"), dtype=dtype)
         if self.layer is None:
             self.layer_name = last_shared_weight_name(model)
         else:

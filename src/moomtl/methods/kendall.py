@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from moomtl.autodiff.context import StepContext
-from moomtl.methods.base import Method, MethodCard, register, weights_info
+from moomtl.methods.base import Method, MethodCard, parameter_dtype, register, weights_info
 
 KENDALL_VARIANTS = {"simple": (1.0, 1.0), "regression": (0.5, 0.5), "classification": (1.0, 0.5)}
 
@@ -68,7 +68,7 @@ class UncertaintyWeighting(Method):
 
     def setup(self, task_names: Sequence[str], model: nn.Module) -> None:
         super().setup(task_names, model)
-        self.log_vars = nn.Parameter(torch.full((len(task_names),), self.init))
+        self.log_vars = nn.Parameter(torch.full((len(task_names),), self.init, dtype=parameter_dtype(model)))
 
     def objective(self, losses: Tensor, share: float = 1.0) -> Tensor:
         """``Σ c e^{-s_t} L_t + r s_t`` for the loss vector ``losses`` (``[T]``); ``share`` scales the

@@ -79,7 +79,7 @@ from torch import Tensor, nn
 
 from moomtl.autodiff.context import StepContext
 from moomtl.events import TrainState
-from moomtl.methods.base import Method, MethodCard, as_weight_vector, register
+from moomtl.methods.base import Method, MethodCard, as_weight_vector, parameter_dtype, register
 
 OuterUnit = Literal["epoch", "step"]
 TUpdate = Literal["exact", "optimizer"]
@@ -324,6 +324,8 @@ class MWCALM(Method):
 
     def setup(self, task_names: Sequence[str], model: nn.Module) -> None:
         super().setup(task_names, model)
+        # t in the model's precision; in place, so an optimizer already holding t keeps the same object
+        self.t.data = self.t.data.to(parameter_dtype(model))
         if not self.preference:  # preference=None: 1/T on each task, reference 0
             n = len(task_names)
             self.k = torch.full((n,), 1.0 / n, dtype=torch.float64, device=self.k.device)
