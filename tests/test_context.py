@@ -110,7 +110,9 @@ def test_jacobian_with_respect_to_any_tensors_and_cached_structure():
         torch.testing.assert_close(jac[i], torch.cat([v.reshape(-1) for v in g]))
     torch.testing.assert_close(ctx.jacobian(z), ctx.jacobian("representation"))
     ctx.jacobian("shared")
-    assert structure == {"heads_disjoint": True}
+    assert set(structure) == {"heads_disjoint", "head_owner"} and structure["heads_disjoint"] is True
+    heads = model.heads
+    assert structure["head_owner"] == {id(p): i for i, t in enumerate(ctx.task_names) for p in heads[t].parameters()}
     with pytest.raises(ValueError, match="wrt must be"):
         ctx.jacobian("everything")
 
@@ -141,6 +143,48 @@ def test_representation_variant_of_gramian_methods(name):
         torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match="wrt must be"):
         build_method("pcgrad", wrt="layer")
+
+
+@pytest.mark.parametrize("owner_known", [True, False])
+@pytest.mark.parametrize("head_weights", ["coef", "ones"])
+def test_representation_rows_keep_head_gradients_without_aliases(owner_known, head_weights):
+    """One z fed to every head (no aliases, as a user's loop does with ``mtl_backward(features=z)``): the
+    per-task calls give the rows ∂L_t/∂z and each head's own gradient, and ``apply_coefficients`` then
+    needs no second pass through the heads. Reference: autograd of Σ_t c_t L_t (shared) and of
+    Σ_t w_t L_t (heads), w = c or 1. With ``owner_known=False`` the model has no ``heads`` mapping (the
+    ``mtl_backward`` adapter): the first step finds each task's parameters and caches them in
+    ``structure``; the second step uses the cache."""
+    from moomtl.api import _LoopModel
+
+    torch.manual_seed(5)
+    model = hps_lenet(dropout=0.0).double()
+    x, y = torch.randn(6, 1, 28, 28, dtype=torch.float64), torch.randint(0, 10, (6, 2))
+    names = model.task_names
+    specific = [p for t in names for p in model.heads[t].parameters()]
+    view = model if owner_known else _LoopModel(names, list(model.shared_parameters()), specific)
+    structure: dict = {}
+    coef = torch.tensor([0.3, 1.7], dtype=torch.float64)
+    for step in range(2):
+        model.zero_grad(set_to_none=True)
+        losses, z = _losses(model, x, y)
+        ctx = StepContext(view, losses, z, structure=structure)
+        rows = ctx.jacobian("representation")
+        for i, t in enumerate(names):
+            torch.testing.assert_close(rows[i], torch.autograd.grad(losses[t], z, retain_graph=True)[0].reshape(-1))
+        assert ctx._head_grads is not None and all(len(pairs) == 4 for pairs in ctx._head_grads)
+        hw = coef if head_weights == "coef" else None
+        ctx.apply_coefficients(coef, "representation", head_weights=hw)
+        got = [p.grad.clone() for p in model.parameters()]
+        model.zero_grad(set_to_none=True)
+        losses, z = _losses(model, x, y)
+        lv = torch.stack([losses[t] for t in names])
+        w = coef if hw is not None else torch.ones(2, dtype=torch.float64)
+        ref_shared = torch.autograd.grad((coef * lv).sum(), list(model.shared_parameters()), retain_graph=True)
+        ref_heads = torch.autograd.grad((w * lv).sum(), specific)
+        for g, r in zip(got, [*ref_shared, *ref_heads], strict=True):
+            torch.testing.assert_close(g, r, rtol=1e-12, atol=1e-14)
+        if not owner_known:
+            assert [len(ix) for ix in structure["rep_head_params"]] == [4, 4], step
 
 
 @pytest.mark.parametrize("n_tasks", [2, 5])

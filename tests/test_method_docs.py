@@ -61,14 +61,15 @@ def _counting_model(n_tasks: int) -> HardParameterSharing:
 @pytest.mark.parametrize("name", NAMES)
 def test_declared_cost_class_is_what_a_step_does(name: str) -> None:
     """Backward passes of the second step (the first may set up state): ``E`` through the encoder's first
-    layer (a hook on its weight), ``H`` through task 0's head (a hook on its output). A loss weighting
-    has E = H = 1; a representation-Jacobian method E = 1 and H ≥ 2 (the Jacobian rows, then one
-    backward); a full-Jacobian method E ≥ T."""
+    layer (a hook on its weight), ``H`` through task 0's head (a hook on its output), ``Z`` gradients
+    arriving at the shared representation (a hook on z). A loss weighting has E = H = Z = 1; a
+    representation-Jacobian method E = 1 and Z ≥ T (one row per task; the heads' own gradients come from
+    the same calls, so H may be 1); a full-Jacobian method E ≥ T."""
     n_tasks = 3
     model = _counting_model(n_tasks)
     method = build_method(name, **_hparams(name, model.task_names))
     method.setup(model.task_names, model)
-    counts = {"E": 0, "H": 0}
+    counts = {"E": 0, "H": 0, "Z": 0}
 
     def bump(key: str):
         def hook(g: torch.Tensor) -> None:
@@ -81,17 +82,18 @@ def test_declared_cost_class_is_what_a_step_does(name: str) -> None:
     y = torch.randint(0, 3, (6, n_tasks), generator=g)
     for step in range(2):
         model.zero_grad(set_to_none=True)
-        counts.update(E=0, H=0)
+        counts.update(E=0, H=0, Z=0)
         z = model.encode(x)
+        z.register_hook(bump("Z"))
         out = model.decode(z, x)
         out["t0"].register_hook(bump("H"))
         losses = {t: F.cross_entropy(out[t], y[:, i]) for i, t in enumerate(model.task_names)}
         method.backward(losses, StepContext(model, losses, z, step=step))
     cost = available_methods()[name].card.cost
     if cost == "loss":
-        assert counts == {"E": 1, "H": 1}, f"{name} is declared a loss weighting but a step did {counts}"
+        assert counts == {"E": 1, "H": 1, "Z": 1}, f"{name} is declared a loss weighting but a step did {counts}"
     elif cost == "representation":
-        assert counts["E"] == 1 and counts["H"] >= 2, f"{name} is declared representation but did {counts}"
+        assert counts["E"] == 1 and counts["Z"] >= n_tasks, f"{name} is declared representation but did {counts}"
     else:
         assert counts["E"] >= n_tasks, f"{name} is declared full-Jacobian but did {counts}"
 

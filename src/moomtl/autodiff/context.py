@@ -162,7 +162,7 @@ class StepContext:
             if self.z_aliases is not None:
                 jac = self._alias_rows_and_head_grads(losses)
             else:
-                jac = _rows_of_losses(losses, [self.z]) if self._heads_disjoint() else None
+                jac = self._rep_rows_and_head_grads(losses) if self._heads_disjoint() else None
             if jac is None:
                 jac = batched_jacobian(self.loss_vector, [self.z])
         elif wrt == "shared":
@@ -215,6 +215,48 @@ class StepContext:
                 heads[owner[id(p)]].append((i, g))
         self._head_grads = heads
         return rows
+
+    def _rep_rows_and_head_grads(self, losses: Sequence[Tensor]) -> Tensor:
+        """Rows ``∂L_t/∂z`` from one ``autograd.grad(L_t, [z, θ_t])`` per task when the heads are disjoint
+        (no aliases: the caller's loop fed one ``z`` to every head), keeping head t's gradients of the same
+        call, so that :meth:`apply_coefficients` needs no second pass through the heads. ``θ_t``: the
+        task-specific parameters of head t (``model.heads``), else those the first step found L_t to
+        reach (cached in ``structure``, as the disjointness is)."""
+        assert self.z is not None
+        specific = list(self.task_specific_params)
+        if not specific:
+            return _rows_of_losses(losses, [self.z])
+        owner = self._head_owner()
+        cached = None if self.structure is None else self.structure.get("rep_head_params")
+        if owner is not None:
+            per_task: list[list[int] | None] = [[] for _ in losses]
+            for i, p in enumerate(specific):
+                per_task[owner[id(p)]].append(i)  # type: ignore[union-attr]
+        elif cached is not None and len(cached) == len(losses):
+            per_task = cached
+        else:
+            per_task = [None] * len(losses)  # discover: ask for all, keep the ones reached
+        out = torch.zeros((len(losses), self.z.numel()), dtype=self.z.dtype, device=self.z.device)
+        heads: list[list[tuple[int, Tensor]]] = []
+        for t, loss in enumerate(losses):
+            if loss.grad_fn is None:
+                heads.append([])
+                per_task[t] = per_task[t] or []
+                continue
+            idx = list(range(len(specific))) if per_task[t] is None else per_task[t]
+            grads = torch.autograd.grad(loss, [self.z, *(specific[i] for i in idx)], retain_graph=True,
+                                        allow_unused=True)
+            if grads[0] is not None:
+                out[t].copy_(grads[0].reshape(-1))
+            pairs = [(i, g) for i, g in zip(idx, grads[1:], strict=True) if g is not None]
+            heads.append(pairs)
+            if per_task[t] is None:
+                per_task[t] = [i for i, _ in pairs]
+            del grads
+        if owner is None and self.structure is not None:
+            self.structure["rep_head_params"] = per_task
+        self._head_grads = heads
+        return out
 
     def _per_sample(self, wrt: Wrt) -> bool:
         """Is ``wrt`` an activation (rows of different ranks are about different samples, so only the
@@ -300,9 +342,10 @@ class StepContext:
         if wrt != "representation":
             raise ValueError(f"wrt must be 'shared' or 'representation', got {wrt!r}")
         rows = self._jac.get("representation")
-        if rows is not None and self.z_aliases is not None and self._head_grads is not None and self.z is not None:
-            # Rows and head gradients came from one call over the aliases: the encoder gets the cotangent
-            # Σ_t c_t ∂L_t/∂z directly (no second pass through the heads), the heads w_t ∇_{θ^t} L_t.
+        if rows is not None and self._head_grads is not None and self.z is not None:
+            # Rows and head gradients came from the same calls (over the aliases, or one per disjoint head):
+            # the encoder gets the cotangent Σ_t c_t ∂L_t/∂z directly (no second pass through the heads),
+            # the heads w_t ∇_{θ^t} L_t.
             cot = coef.to(rows).detach() @ rows
             if self.loss_scale != 1.0:
                 cot = cot * self.loss_scale
@@ -326,13 +369,18 @@ class StepContext:
         params = self.task_specific_params
         if not params:
             return
-        if self._head_grads is not None:  # kept from the shared-Jacobian calls: no second pass
-            w_host = None if weights is None else weights.detach()
+        if self._head_grads is not None:  # kept from the Jacobian calls: no second pass
+            w = None if weights is None else weights.detach()
             for t, pairs in enumerate(self._head_grads):
-                for i, g in pairs:
-                    g = g if w_host is None else g * w_host[t].to(g.dtype)
+                if not pairs:
+                    continue
+                gs = [g for _, g in pairs]
+                # weighted: one foreach product per head gives new tensors; unweighted: copies, so that
+                # .grad never aliases what autograd returned
+                gs = torch._foreach_mul(gs, w[t].to(gs[0].dtype)) if w is not None else [g.clone() for g in gs]
+                for (i, _), g in zip(pairs, gs, strict=True):
                     p = params[i]
-                    p.grad = g.clone() if p.grad is None else p.grad + g
+                    p.grad = g if p.grad is None else p.grad + g
             return
         lv = self.loss_vector
         w = torch.ones_like(lv) if weights is None else weights.to(lv.dtype).detach()
