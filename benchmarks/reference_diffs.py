@@ -560,11 +560,7 @@ def rows() -> dict[str, tuple[str, str, str, str]]:
         full, stored = loss_level(name)
         diff = fmt(full)
         if name in SCALARIZED:
-            diff = f"{fmt(full)} (λ, z in float64); {fmt(stored)} (λ, z as the method stores them: float32 buffers)"
-        elif name == "cosmos":
-            diff += " (the method keeps the preference in a float32 buffer)"
-        elif name == "kendall":
-            diff += " (the method keeps s in a float32 parameter)"
+            diff = f"{fmt(full)} (λ, z in float64); {fmt(stored)} (λ, z as the method stores them)"
         r[name] = (refs.get(name, "autograd of the scalarized objective"),
                    "max|∇_method − ∇_autograd| / max|∇_autograd| (all parameters)", loss_pool, diff)
     for name, test in {
@@ -610,12 +606,14 @@ def main() -> None:
         "",
         "Notes:",
         "",
-        "- `tch`, `stch`, `pbi`, `aug_tch`, `mod_tch`: the methods store the preference λ and the ideal point z in "
-        "float32 buffers even when the model is float64. Against the float64 objective, the gradients therefore "
-        "differ by float32 rounding, amplified by the scalarization: up to ~5e-6 relative for `pbi` (θ = 2) and "
-        "~1e-6 for `stch` (μ = 0.3). Against the λ and z that the method stores, they are bit-identical (0). The "
-        "test compares on a float32 model with atol 1e-6, so it cannot see this. `cosmos` (float32 preference) "
-        "and `kendall` (float32 log-variances) show the same effect at ~5e-8.",
+        "- `tch`, `stch`, `pbi`, `aug_tch`, `mod_tch`, `cosmos`, `kendall`: until commit ea63347 these methods "
+        "stored the preference λ and the ideal point z (kendall: the log-variances s) in float32 even on a "
+        "float64 model, so their gradients differed from the float64 objective's by float32 rounding, amplified "
+        "by the scalarization: 5.1e-6 relative for `pbi` (θ = 2), 1.0e-6 for `stch` (μ = 0.3), ~5e-8 for the "
+        "others. The tests compared on float32 models (atol 1e-6) and could not see it. The methods now keep "
+        "that state in the model's dtype (`moomtl.methods.base.parameter_dtype`), the rows above read 0 to 5e-16, "
+        "and tests/test_method_registry.py::test_no_floating_state_below_the_model_precision holds every "
+        "registered method to it.",
         "- TorchJD's exact `QuadprogProjector(0, 0)` rejects singular Gramians. So the exact UPGrad/DualProj "
         "comparison runs on the generic draws only, and the rank-deficient and colinear draws are compared "
         "through reg_eps = 1e-4 against TorchJD's default projector.",
