@@ -29,11 +29,14 @@ from torchjd.aggregation import IMTLG, AlignedMTL, DualProj, UPGrad
 from torchjd.linalg import QuadprogProjector
 
 from moomtl.autodiff.context import StepContext
+from moomtl.events import TrainState
 from moomtl.methods import available_methods, build_method
 from moomtl.methods.cagrad import cagrad_dual_weights, cagrad_objective
+from moomtl.methods.epo import epo_adjustments, epo_lp
 from moomtl.methods.fairgrad import fairgrad_residual, fairgrad_weights
 from moomtl.methods.famo import famo_weights
 from moomtl.methods.imtl import _imtl_g_weights
+from moomtl.methods.pareto_mtl import pmtl_references, pmtl_weights
 from moomtl.methods.pcgrad import pcgrad_coefficients
 from moomtl.solvers import min_norm
 from moomtl.solvers import scalarizations as S
@@ -47,7 +50,8 @@ from moomtl.weightings import (
 
 # The references are the reference tests' own code, imported, not copied (run from the repository root).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.test_baselines import _pcgrad_reference  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test_methods_loss_zoo_pref's own imports
+from tests.test_baselines import _gradnorm_reference, _pcgrad_reference, _tiny_hps  # noqa: E402
 from tests.test_baselines import _run as probe_run  # noqa: E402
 from tests.test_methods_gradient_zoo import (  # noqa: E402
     _batch,
@@ -61,7 +65,10 @@ from tests.test_methods_gradient_zoo import (  # noqa: E402
     _split,
 )
 from tests.test_methods_gradient_zoo import _run as zoo_run  # noqa: E402
-from tests.test_methods_loss_zoo import OfficialFAMO  # noqa: E402
+from tests.test_methods_loss_zoo import OfficialFAMO, quad_model  # noqa: E402
+from tests.test_methods_loss_zoo import losses_of as quad_losses  # noqa: E402
+from tests.test_methods_loss_zoo import step as quad_step  # noqa: E402
+from tests.test_methods_loss_zoo_pref import brute_force_epo_lp, official_pmtl_direction  # noqa: E402
 from tests.test_min_norm import qp_reference  # noqa: E402
 from tests.test_weightings import _rel  # noqa: E402
 
@@ -468,6 +475,108 @@ def loss_level(name: str) -> tuple[float, float]:
     return worst, worst_stored
 
 
+# --- stateful and LP/QP references (dwa, gradnorm, epo, pmtl) --------------------------------------------
+SEEDS = 60
+
+
+def dwa_vs_libmtl() -> float:
+    """Mirrors test_dwa_matches_libmtl_on_recorded_epoch_losses over seeds and T: LibMTL's
+    ``T softmax((buf[e−1] / buf[e−2]) / temp)`` from the epoch means of the losses the steps saw;
+    largest |w − w_ref| (absolute, weights sum to T) over epochs 2–4."""
+    worst = 0.0
+    for t_count in TS:
+        for seed in range(DRAWS):
+            model = quad_model(seed=seed, n_tasks=t_count)
+            m = build_method("dwa", temperature=2.0)
+            m.setup(model.task_names, model)
+            history: list[Tensor] = []
+            for epoch in range(5):
+                seen = []
+                for _ in range(4):
+                    seen.append(quad_losses(model))
+                    info = quad_step(m, model, lr=0.02, epoch=epoch)
+                    if epoch >= 2:
+                        w = torch.stack([info[f"weight/{t}"] for t in model.task_names])
+                        ref = t_count * torch.softmax((history[epoch - 1] / history[epoch - 2]) / 2.0, dim=-1)
+                        worst = max(worst, float((w - ref).abs().max()))
+                history.append(torch.stack(seen).mean(0))
+                m.end_epoch()
+    return worst
+
+
+def gradnorm_vs_double_backward() -> float:
+    """Mirrors test_gradnorm_weight_gradient_and_update_on_a_tiny_model over seeds: the gradient of the
+    GradNorm loss w.r.t. the loss weights against the paper's double backward (``_gradnorm_reference``),
+    3 steps per seed; largest max|g − g_ref| / max|g_ref|."""
+    worst = 0.0
+    for seed in range(DRAWS):
+        model = _tiny_hps()
+        torch.manual_seed(seed)
+        for p in model.parameters():
+            p.data.normal_(0, 0.5)
+        method = build_method("gradnorm", alpha=1.5)
+        method.setup(model.task_names, model)
+        opt = torch.optim.SGD([*model.parameters(), *method.parameters()], lr=0.1)
+        g = torch.Generator().manual_seed(seed)
+        x, y = torch.randn(16, 4, dtype=torch.float64, generator=g), torch.randint(0, 3, (16, 3), generator=g)
+        first = None
+        for step_i in range(3):
+            opt.zero_grad(set_to_none=True)
+            z = model.encode(x)
+            out = model.decode(z, x)
+            losses = {t: F.cross_entropy(out[t], y[:, i]) for i, t in enumerate(model.task_names)}
+            w_before = method.loss_weights.detach().clone()
+            if first is None:
+                first = torch.stack([losses[t].detach() for t in model.task_names])
+            ref = _gradnorm_reference(model, losses, w_before.double(), first.double(), 1.5)
+            method.backward(losses, StepContext(model, losses, z, step=step_i))
+            worst = max(worst, float((method.loss_weights.grad.double() - ref).abs().max() / ref.abs().max()))
+            opt.step()
+            method.on_step_end(TrainState(model=model, optimizer=opt))
+    return worst
+
+
+def epo_vs_brute_force() -> tuple[float, int]:
+    """Mirrors test_epo_lp_matches_the_official_lp_by_brute_force over 60 seeds (2 tasks: the grid
+    reference is over α ∈ Δ¹): (largest |objective − grid optimum|, number of seeds where the move differs)."""
+    worst, moves = 0.0, 0
+    for seed in range(SEEDS):
+        g = np.random.default_rng(seed)
+        grads = g.normal(size=(2, 3))
+        gram = grads @ grads.T
+        losses = g.uniform(0.2, 2.0, size=2)
+        r = g.uniform(0.2, 1.0, size=2)
+        r = r / r.sum()
+        alpha, move, _ = epo_lp(gram, losses, r, eps=1e-4)
+        scaled = gram / np.max(np.diag(gram))
+        best, ref_move = brute_force_epo_lp(scaled, losses, r, 1e-4)
+        moves += move != ref_move
+        if alpha is None:
+            worst = max(worst, 0.0 if best == -np.inf else float("inf"))
+            continue
+        _, _, a = epo_adjustments(losses, r)
+        value = alpha @ (scaled @ a) if move == "bal" else (alpha @ scaled).sum()
+        worst = max(worst, abs(float(value) - best))
+    return worst, moves
+
+
+def pmtl_vs_official() -> float:
+    """Mirrors test_pmtl_weights_match_the_official_direction over 60 seeds: the official
+    get_d_paretomtl direction (its min-norm QP by SLSQP from every vertex) against ours; largest |w − w_ref|."""
+    worst = 0.0
+    refs = pmtl_references(2, 5)
+    for seed in range(SEEDS):
+        g = np.random.default_rng(seed)
+        grads = g.normal(size=(2, 6))
+        value = g.uniform(0.2, 3.0, size=2)
+        i = int(g.integers(0, 5))
+        ref = official_pmtl_direction(grads, value, refs, i)
+        w, _ = pmtl_weights(torch.as_tensor(grads @ grads.T), torch.as_tensor(value), torch.as_tensor(refs[i]),
+                            torch.as_tensor(np.delete(refs, i, axis=0)), init_phase=False)
+        worst = max(worst, float(np.abs(w.numpy() - ref).max()))
+    return worst
+
+
 # --- the table -------------------------------------------------------------------------------------------
 ALL = ("generic", "low rank", "colinear")
 GENERIC = ("generic",)
@@ -480,12 +589,6 @@ def fmt(x: float) -> str:
 def pool_text(kinds: tuple[str, ...] = ALL, what: str = "random Jacobians") -> str:
     parts = {"generic": "generic", "low rank": "rank ⌊T/2⌋", "colinear": "colinear rows"}
     return f"{what}, {POOL} ({', '.join(parts[k] for k in kinds)}; {n_draws(kinds)} inputs)"
-
-
-def not_replicated(test: str) -> tuple[str, str, str, str]:
-    return ("computed inside the test (LibMTL / official code re-implemented, or gradients by hand, often over "
-            "several stateful steps); not replicated by this script",
-            f"see {test}", "—", "not measured by this script")
 
 
 def rows() -> dict[str, tuple[str, str, str, str]]:
@@ -563,13 +666,25 @@ def rows() -> dict[str, tuple[str, str, str, str]]:
             diff = f"{fmt(full)} (λ, z in float64); {fmt(stored)} (λ, z as the method stores them)"
         r[name] = (refs.get(name, "autograd of the scalarized objective"),
                    "max|∇_method − ∇_autograd| / max|∇_autograd| (all parameters)", loss_pool, diff)
-    for name, test in {
-        "dwa": "tests/test_methods_loss_zoo.py::test_dwa_matches_libmtl_on_recorded_epoch_losses",
-        "epo": "tests/test_methods_loss_zoo_pref.py::test_epo_lp_matches_the_official_lp_by_brute_force",
-        "pmtl": "tests/test_methods_loss_zoo_pref.py::test_pmtl_weights_match_the_official_direction",
-        "gradnorm": "tests/test_baselines.py::test_gradnorm_weight_gradient_and_update_on_a_tiny_model",
-    }.items():
-        r[name] = not_replicated(test)
+    r["dwa"] = ("LibMTL DWA: T softmax((buf[e−1] / buf[e−2]) / temp) from the epoch means of the losses the steps "
+                "saw (temp = 2)", "max |w − w_ref| (absolute; weights sum to T), epochs 2–4",
+                f"tests/test_methods_loss_zoo.py::quad_model (quadratic tasks with heads), T ∈ "
+                f"{{{', '.join(map(str, TS))}}}, {DRAWS} seeds per T, 5 epochs of 4 steps", fmt(dwa_vs_libmtl()))
+    r["gradnorm"] = ("the paper's double backward of the GradNorm loss (tests/test_baselines.py::_gradnorm_reference; "
+                     "α = 1.5)", "max|∂L_grad/∂w − ref| / max|ref| (every step)",
+                     f"tests/test_baselines.py::_tiny_hps (3 tasks, float64, random weights), batch 16, {DRAWS} seeds, "
+                     "3 steps each", fmt(gradnorm_vs_double_backward()))
+    epo_gap, epo_moves = epo_vs_brute_force()
+    r["epo"] = ("the official EPO_LP problems (prob_bal / prob_dom) restated and solved on a grid of 200,001 points "
+                "of Δ¹ (tests/test_methods_loss_zoo_pref.py::brute_force_epo_lp)",
+                "|LP objective − grid optimum| (grid step 5e-6); seeds where the move (bal/dom) differs",
+                f"random 2-task Gramians, losses and preferences, {SEEDS} seeds",
+                f"{fmt(epo_gap)}; moves differ on {epo_moves} of {SEEDS}")
+    r["pmtl"] = ("the official get_d_paretomtl direction with its min-norm QP by SLSQP from every vertex, normalized "
+                 "T / Σ|w| (tests/test_methods_loss_zoo_pref.py::official_pmtl_direction)",
+                 "max |w − w_ref| (absolute; SLSQP's ftol 1e-15)",
+                 f"random 2-task gradients (n = 6), losses, one of 5 circle references, {SEEDS} seeds",
+                 fmt(pmtl_vs_official()))
     r["rlw"] = ("no numeric reference; properties checked by tests/test_baselines.py (simplex, seeding, "
                 "distribution means)", "—", "—", "—")
     r["tch_ma"] = ("no numeric reference; optimality property (equal active terms) checked by "
@@ -620,9 +735,9 @@ def main() -> None:
         "- `pcgrad` and `mgda_ub` are scaled by max_t ‖g_t‖, not by ‖d_ref‖. On the rank-deficient draws the exact "
         "update is ≈ 0 (PCGrad of opposite colinear rows; the min-norm point when 0 is in the convex hull), so "
         "‖d_ref‖ is rounding noise. Divided by it, the same differences read 1.8 and 4.4e-4 on this pool.",
-        f"- Not measured here (the reference is only inside the test, and this script does not replicate it): "
-        f"{', '.join(f'`{k}`' for k in unmeasured)}. Rows marked 'no numeric reference' have only property or "
-        "convergence tests, so they get no number.",
+        (f"- Not measured here (the reference is only inside the test, and this script does not replicate it): "
+         f"{', '.join(f'`{k}`' for k in unmeasured)}. " if unmeasured else "- ")
+        + "Rows marked 'no numeric reference' have only property or convergence tests, so they get no number.",
         "",
         "| method | reference | quantity compared | inputs (pool: T values, n, number of draws) | largest difference |",
         "|---|---|---|---|---|",
