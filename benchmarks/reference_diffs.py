@@ -68,7 +68,7 @@ from tests.test_methods_gradient_zoo import _run as zoo_run  # noqa: E402
 from tests.test_methods_loss_zoo import OfficialFAMO, quad_model  # noqa: E402
 from tests.test_methods_loss_zoo import losses_of as quad_losses  # noqa: E402
 from tests.test_methods_loss_zoo import step as quad_step  # noqa: E402
-from tests.test_methods_loss_zoo_pref import brute_force_epo_lp, official_pmtl_direction  # noqa: E402
+from tests.test_methods_loss_zoo_pref import brute_force_epo_lp, epo_case, official_pmtl_direction  # noqa: E402
 from tests.test_min_norm import qp_reference  # noqa: E402
 from tests.test_weightings import _rel  # noqa: E402
 
@@ -541,12 +541,7 @@ def epo_vs_brute_force() -> tuple[float, int]:
     reference is over α ∈ Δ¹): (largest |objective − grid optimum|, number of seeds where the move differs)."""
     worst, moves = 0.0, 0
     for seed in range(SEEDS):
-        g = np.random.default_rng(seed)
-        grads = g.normal(size=(2, 3))
-        gram = grads @ grads.T
-        losses = g.uniform(0.2, 2.0, size=2)
-        r = g.uniform(0.2, 1.0, size=2)
-        r = r / r.sum()
+        gram, losses, r = epo_case(seed)
         alpha, move, _ = epo_lp(gram, losses, r, eps=1e-4)
         scaled = gram / np.max(np.diag(gram))
         best, ref_move = brute_force_epo_lp(scaled, losses, r, 1e-4)

@@ -64,16 +64,20 @@ def brute_force_epo_lp(gram: np.ndarray, losses: np.ndarray, r: np.ndarray, eps:
     return (float(obj[ok].max()) if ok.any() else -np.inf), "bal" if mu_r > eps else "dom"
 
 
+def epo_case(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A random 2-task EPO LP input: (Gramian, losses, preference r on the simplex)."""
+    g = np.random.default_rng(seed)
+    grads = g.normal(size=(2, 3))
+    losses = g.uniform(0.2, 2.0, size=2)
+    r = g.uniform(0.2, 1.0, size=2)
+    return grads @ grads.T, losses, r / r.sum()
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_epo_lp_matches_the_official_lp_by_brute_force(seed):
     """Reference: the official EPO_LP (cvxpy problems prob_bal / prob_dom) restated and solved on a grid;
     our HiGHS solution reaches the same optimum (on C scaled by max diag, as documented)."""
-    g = np.random.default_rng(seed)
-    grads = g.normal(size=(2, 3))
-    gram = grads @ grads.T
-    losses = g.uniform(0.2, 2.0, size=2)
-    r = g.uniform(0.2, 1.0, size=2)
-    r = r / r.sum()
+    gram, losses, r = epo_case(seed)
     alpha, move, _ = epo_lp(gram, losses, r, eps=1e-4)
     scaled = gram / np.max(np.diag(gram))
     best, ref_move = brute_force_epo_lp(scaled, losses, r, 1e-4)

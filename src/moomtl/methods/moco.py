@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from moomtl.autodiff.context import StepContext
 from moomtl.methods.base import Method, MethodCard, register, shared_size, weights_info
-from moomtl.methods.sdmgrad import project_simplex_nosync
+from moomtl.solvers.simplex import project_simplex
 
 LAMBDA_UPDATES = ("softmax", "projection")
 
@@ -113,7 +113,7 @@ class MoCo(Method):
         t = y.shape[0]
         reg = y @ y.T + self.rho * torch.eye(t, dtype=y.dtype, device=y.device)
         raw = self.lambd - gamma_k * (reg @ self.lambd)
-        lam = torch.softmax(raw, dim=-1) if self.lambda_update == "softmax" else project_simplex_nosync(raw)
+        lam = torch.softmax(raw, dim=-1) if self.lambda_update == "softmax" else project_simplex(raw, check=False)
         self.lambd.copy_(lam)
         ctx.set_shared_direction((lam @ y).to(jac.dtype))
         ctx.backward_task_specific(None)

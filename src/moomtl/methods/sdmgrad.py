@@ -21,8 +21,9 @@ initialized to ``1/T``): with the Gramian normalized by the squared mean gradien
     w \\leftarrow \\Pi_{\\Delta}(w - \\eta\\, b),
 
 ``η = lr`` (5) and ``μ = momentum`` (0.5), the momentum ``b`` starting at 0 every training step (LibMTL
-builds a fresh ``torch.optim.SGD`` per step). The Euclidean projection :func:`project_simplex_nosync`
-runs on the device without a host sync. Task-specific parameters get their plain gradients ``∇L_t``.
+builds a fresh ``torch.optim.SGD`` per step). The Euclidean projection
+:func:`~moomtl.solvers.simplex.project_simplex` (``check=False``) runs on the device without a host
+sync. Task-specific parameters get their plain gradients ``∇L_t``.
 
 Differences from LibMTL's ``SDMGrad`` (``LibMTL/weighting/SDMGrad.py``), deliberate: LibMTL (like the
 paper) uses three independent mini-batches — ``ξ, ξ'`` for the unbiased estimate ``G_ξ G_{ξ'}ᵀ`` of the
@@ -41,23 +42,7 @@ from torch import Tensor, nn
 
 from moomtl.autodiff.context import StepContext
 from moomtl.methods.base import Method, MethodCard, register, weights_info
-
-
-def project_simplex_nosync(v: Tensor) -> Tensor:
-    """Euclidean projection of the last dimension onto the simplex (sorting; Duchi et al. 2008), without
-    input checks, so it never reads a value on the host.
-
-    >>> project_simplex_nosync(torch.tensor([0.75, 1.25, 0.0])).tolist()
-    [0.25, 0.75, 0.0]
-    """
-    n = v.shape[-1]
-    w = v - v.amax(dim=-1, keepdim=True)
-    u, _ = torch.sort(w, dim=-1, descending=True)
-    css = u.cumsum(dim=-1) - 1.0
-    k = torch.arange(1, n + 1, device=v.device, dtype=v.dtype)
-    rho = torch.where(u - css / k > 0, k, torch.zeros_like(k)).amax(dim=-1, keepdim=True).clamp(min=1)
-    theta = css.gather(-1, rho.to(torch.int64) - 1) / rho
-    return (w - theta).clamp(min=0.0)
+from moomtl.solvers.simplex import project_simplex
 
 
 def sdmgrad_weights(gramian: Tensor, w: Tensor, lamda: float, niter: int, lr: float = 5.0,
@@ -71,7 +56,7 @@ def sdmgrad_weights(gramian: Tensor, w: Tensor, lamda: float, niter: int, lr: fl
     buf = torch.zeros_like(w)
     for _ in range(niter):
         buf = momentum * buf + (g @ w + lamda * gg0)
-        w = project_simplex_nosync(w - lr * buf)
+        w = project_simplex(w - lr * buf, check=False)
     return w
 
 
