@@ -11,7 +11,8 @@ batch (``[256, 1, 28, 28]``, synthetic normal inputs: the cost does not depend o
 
 Targets (issue 10): a loss-weighting or full-Jacobian method's moomtl step ≤ 1.05× its hand-written
 floor (the plain loss sum; the ``T`` per-task backward passes with the same weighting); a
-representation-mode method's step ≤ 1.10× *linear* (the plain loss sum, ``uniform``'s hand step) at
+representation-mode method's step ≤ 1.10× *linear* (the plain loss sum: the mean of ``uniform``'s and
+``linear``'s hand steps, the same computation) at
 T = 40 (at T = 2 and 10 against its own hand floor).
 
 *The backward* is, per variant:
@@ -339,7 +340,10 @@ def report_setting(n_tasks: int, times: dict[tuple[str, str], list[float]], fail
     methods = available_methods()
     hand_w = _hand_weightings()
     heads = {2: "MultiMNIST", 10: "ten ten-way heads", 40: "forty ten-way heads"}.get(n_tasks, f"{n_tasks} heads")
-    linear = med.get(("uniform", "hand"))  # the plain loss sum: linear scalarization's step
+    # linear scalarization's step: the plain loss sum, the hand step of both `uniform` and `linear` (the same
+    # computation timed twice: their mean halves the noise of one variant)
+    plain = [med[(n, "hand")] for n in ("uniform", "linear") if (n, "hand") in med]
+    linear = statistics.mean(plain) if plain else None
     lines = [f"### T = {n_tasks} ({heads}), batch 256, {rounds} interleaved rounds", "",
              "| method | cost class | moomtl (ms) | hand (ms) | moomtl / hand | moomtl / linear | target "
              "| TorchJD (ms) | TorchJD seq (ms) | moomtl / TorchJD |",
