@@ -187,6 +187,34 @@ def test_representation_rows_keep_head_gradients_without_aliases(owner_known, he
             assert [len(ix) for ix in structure["rep_head_params"]] == [4, 4], step
 
 
+def test_a_task_without_a_graph_in_the_first_step_is_found_later():
+    """Without a ``heads`` mapping, the parameters each task reaches are found on the first step and cached;
+    a task whose loss had no graph in that step (no label in the batch) must not be cached as reaching
+    nothing: on the next step its head gets its gradient. Reference: autograd of L_t w.r.t. head t."""
+    from moomtl.api import _LoopModel
+
+    torch.manual_seed(6)
+    model = hps_lenet(dropout=0.0).double()
+    x, y = torch.randn(4, 1, 28, 28, dtype=torch.float64), torch.randint(0, 10, (4, 2))
+    names = model.task_names
+    specific = [p for t in names for p in model.heads[t].parameters()]
+    view = _LoopModel(names, list(model.shared_parameters()), specific)
+    structure: dict = {}
+    losses, z = _losses(model, x, y)
+    losses[names[1]] = torch.tensor(0.0, dtype=torch.float64)  # no label of task 1 in this batch
+    ctx = StepContext(view, losses, z, structure=structure)
+    rows = ctx.jacobian("representation")
+    assert torch.equal(rows[1], torch.zeros_like(rows[1])) and ctx._head_grads[1] == []
+    model.zero_grad(set_to_none=True)
+    losses, z = _losses(model, x, y)
+    ctx = StepContext(view, losses, z, structure=structure)
+    ctx.jacobian("representation")
+    ctx.apply_coefficients(torch.tensor([0.5, 0.5], dtype=torch.float64), "representation")
+    ref = torch.autograd.grad(losses[names[1]], list(model.heads[names[1]].parameters()))
+    for p, r in zip(model.heads[names[1]].parameters(), ref, strict=True):
+        torch.testing.assert_close(p.grad, r, rtol=1e-12, atol=1e-14)
+
+
 @pytest.mark.parametrize("n_tasks", [2, 5])
 def test_per_head_aliases_give_the_representation_rows_in_one_call(n_tasks):
     """Reference: the T separate autograd.grad(L_t, z) calls. With one alias of z per head (what the

@@ -239,9 +239,8 @@ class StepContext:
         out = torch.zeros((len(losses), self.z.numel()), dtype=self.z.dtype, device=self.z.device)
         heads: list[list[tuple[int, Tensor]]] = []
         for t, loss in enumerate(losses):
-            if loss.grad_fn is None:
+            if loss.grad_fn is None:  # e.g. no label of this task in the batch: no row, no head gradient
                 heads.append([])
-                per_task[t] = per_task[t] or []
                 continue
             idx = list(range(len(specific))) if per_task[t] is None else per_task[t]
             grads = torch.autograd.grad(loss, [self.z, *(specific[i] for i in idx)], retain_graph=True,
@@ -250,7 +249,7 @@ class StepContext:
                 out[t].copy_(grads[0].reshape(-1))
             pairs = [(i, g) for i, g in zip(idx, grads[1:], strict=True) if g is not None]
             heads.append(pairs)
-            if per_task[t] is None:
+            if per_task[t] is None and pairs:  # found (a task that reached none is asked again next step)
                 per_task[t] = [i for i, _ in pairs]
             del grads
         if owner is None and self.structure is not None:
