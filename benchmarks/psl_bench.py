@@ -52,6 +52,13 @@ def with_sum_task(splits: DataSplits) -> DataSplits:
                       splits.description + " Third task: (left + right) mod 10.")
 
 
+# Methods that refuse a zero preference entry (EPO's r ⊙ f balance divides by r): their sweep and PSL
+# evaluation use the lattice shrunk towards the centroid, p ↦ (1 − INWARD) p + INWARD / T (2 tasks:
+# the corners become (0.99, 0.01)).
+POSITIVE_PREFERENCES = ("epo",)
+INWARD = 0.02
+
+
 def preferences_for(n_tasks: int) -> np.ndarray:
     """The sweep's preferences: 11 for 2 tasks; for 3 tasks the Das-Dennis lattice H = 3 (10 points, the
     centroid among them: no 3-task Das-Dennis lattice has 11 points)."""
@@ -167,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             if dataset == "multimnist3":
                 splits = with_sum_task(splits)
             prefs = preferences_for(len(splits.task_names))
+            if args.method in POSITIVE_PREFERENCES:  # the lattice's corners have zero entries: shrink inwards
+                prefs = (1 - INWARD) * prefs + INWARD / prefs.shape[1]
             sw = sweep(cfg, splits, prefs, where / "sweep")
             # PSL epochs: the largest count with ≤ 1/5 of the sweep's total training steps.
             steps_per_epoch = sw["steps"] // (len(prefs) * args.epochs)

@@ -127,6 +127,19 @@ def test_epo_scale_invariance_and_validation():
         epo_adjustments(np.array([-1.0, 1.0]), np.array([0.5, 0.5]))
 
 
+def test_epo_lp_refuses_non_finite_input_without_raising():
+    """A diverged step (NaN/inf in the Gramian or the losses) poses no LP (scipy's linprog raises on a
+    non-finite cost): the LP reports failure, the method falls back to r and logs epo/lp_failed = 1."""
+    gram, losses, r = epo_case(0)
+    for bad_gram, bad_losses in ((gram * np.nan, losses), (gram, losses * np.inf), (gram, np.array([np.nan, 1.0]))):
+        assert epo_lp(bad_gram, bad_losses, r) == (None, "none", 0.0)
+    m = build_method("epo", preference=[0.25, 0.75])
+    m.setup(("a", "b"), None)
+    w, info = m.task_weights(torch.full((2, 2), float("nan"), dtype=D), torch.tensor([1.0, 2.0], dtype=D))
+    torch.testing.assert_close(w, torch.tensor([0.5, 1.5], dtype=D))
+    assert info["epo/lp_failed"] == 1.0 and math.isfinite(info["epo/non_uniformity"])
+
+
 def test_epo_resume_is_bit_identical():
     assert_resume_is_bit_identical("epo", {"preference": [0.2, 0.3, 0.5]})
 

@@ -71,7 +71,9 @@ def epo_adjustments(losses: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, floa
 def epo_lp(gram: np.ndarray, losses: np.ndarray, r: np.ndarray, eps: float = 1e-4,
            relax: bool = False) -> tuple[np.ndarray | None, str, float]:
     """``(α, move, μ_r)``: the simplex weights of one EPO step (``None`` when the LP fails), ``move`` is
-    ``"bal"`` or ``"dom"`` as in the official ``last_move``.
+    ``"bal"`` or ``"dom"`` as in the official ``last_move``. A non-finite Gramian, loss or preference (a
+    diverged step) gives ``(None, "none", 0.0)``: no LP is posed (scipy would raise), the caller falls back
+    to ``r`` and logs the failure, and the trainer's non-finite-loss check reports the divergence.
 
     >>> gram = np.array([[1.0, 0.5], [0.5, 2.0]])
     >>> alpha, move, _ = epo_lp(gram, np.array([1.0, 1.0]), np.array([0.5, 0.5]))
@@ -80,11 +82,14 @@ def epo_lp(gram: np.ndarray, losses: np.ndarray, r: np.ndarray, eps: float = 1e-
     """
     m = len(losses)
     c_mat = np.asarray(gram, dtype=np.float64)
+    losses, r = np.asarray(losses, dtype=np.float64), np.asarray(r, dtype=np.float64)
+    if not (np.isfinite(c_mat).all() and np.isfinite(losses).all() and np.isfinite(r).all()):
+        return None, "none", 0.0
     c_mat = 0.5 * (c_mat + c_mat.T)
     scale = float(np.max(np.diag(c_mat))) if m else 0.0
     if scale > 0 and math.isfinite(scale):
         c_mat = c_mat / scale
-    rl, mu_r, a = epo_adjustments(np.asarray(losses, dtype=np.float64), np.asarray(r, dtype=np.float64))
+    rl, mu_r, a = epo_adjustments(losses, r)
     ca = c_mat @ a
     a_eq, b_eq = np.ones((1, m)), np.ones(1)
     if mu_r > eps:
