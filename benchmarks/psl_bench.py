@@ -31,6 +31,7 @@ import torch
 
 from moomtl import io as mio
 from moomtl.config import parse_config
+from moomtl.events import TrainingError
 from moomtl.data.base import DataSplits, MultiTaskTensors
 from moomtl.experiments.report import compare_sweeps, write_front
 from moomtl.experiments.run import build_data, run_experiment
@@ -127,9 +128,16 @@ def summary_lines(records: list[dict[str, Any]]) -> list[str]:
              "HV PSL (pooled ref.) | HV PSL / sweep, pooled ref. (mean ± sd; per seed) | HV PSL / sweep, "
              "ref. ln 10 per task |", "|---|---|---|---|---|---|---|---|---|"]
     for dataset in dict.fromkeys(r["dataset"] for r in records):
-        rs = [r for r in records if r["dataset"] == dataset]
+        every = [r for r in records if r["dataset"] == dataset]
+        rs = [r for r in every if "diverged" not in r]
+        if not rs:
+            lines.append(f"| {dataset} | {every[0]['tasks']} | 0 of {len(every)} (every PSL run diverged) "
+                         "| | | | | | |")
+            continue
+        diverged = [str(r["seed"]) for r in every if "diverged" in r]
+        note = f" (PSL diverged on seed {', '.join(diverged)}: non-finite loss)" if diverged else ""
         lines.append(
-            f"| {dataset} | {rs[0]['tasks']} | {len(rs)} | {rs[0]['points']}, {rs[0]['sweep_steps']} | "
+            f"| {dataset} | {rs[0]['tasks']} | {len(rs)}{note} | {rs[0]['points']}, {rs[0]['sweep_steps']} | "
             f"{rs[0]['psl_steps']} "
             f"({rs[0]['step_ratio']:.3f}) | {statistics.mean(r['hv_sweep'] for r in rs):.4g} | "
             f"{statistics.mean(r['hv_psl'] for r in rs):.4g} | {_ratio_cell([r['hv_ratio'] for r in rs])} | "
@@ -186,7 +194,14 @@ def main(argv: list[str] | None = None) -> int:
             pcfg.out = str(where / tag)
             t0 = time.perf_counter()
             settings = parse_psl_config({"encoder": args.encoder, "alpha": args.alpha, "gain": args.gain})
-            rep = run_psl(pcfg, settings, resume=True, splits=splits, preferences=prefs)
+            try:
+                rep = run_psl(pcfg, settings, resume=True, splits=splits, preferences=prefs)
+            except TrainingError as e:  # a diverged PSL run is a result of the comparison, not a crash of it
+                rec = {"dataset": dataset, "seed": seed, "tasks": len(splits.task_names), "points": len(prefs),
+                       "sweep_steps": sw["steps"], "psl_epochs": psl_epochs, "diverged": str(e)}
+                records.append(rec)
+                print(json.dumps(rec), flush=True)
+                continue
             psl_seconds = time.perf_counter() - t0
             compare_sweeps([where / "sweep", where / tag], where / f"compare-{tag}")
             hv = json.loads((where / f"compare-{tag}" / "comparison.json").read_text())["hypervolume"]
