@@ -34,7 +34,8 @@ QUICK = h.Plan(models=("mdmtn_multimnist", "hps_multimnist"), k0=(0.0, 0.02),
     paper="Hotegni, Berkemeier & Peitz, IJCNN'24 (arXiv 2308.12243, seeds 000/001)",
     target="MultiMNIST: MDMTN vs HPS, accuracy vs sparsity vs k0 (MWC+ALM+GrOWL)",
     data="MultiMNIST from the 5k MNIST subset (offline, bundled)",
-    quick_time="6.3 min wall, 1.1 min CPU time, --seeds 5 (measured, 2 CPU cores shared with other jobs, load ≈13)",
+    quick_time="28 s wall, 48 s CPU time, --seeds 5 (measured, 2 CPU cores, idle, cold data cache; 6.3 min wall "
+               "at load ≈13)",
     full_time="24.2 min wall, 4.5 min CPU time, --seeds 2 (measured, 2 CPU cores shared with other jobs, load ≈13)",
 )
 def run(out: Path, quick: bool, seeds: int, root: Path | None, console: Console) -> ReproResult:

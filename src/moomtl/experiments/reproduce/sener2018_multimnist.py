@@ -222,7 +222,8 @@ def _deviations(sizes: Sizes, seeds: int) -> list[str]:
     paper="Sener & Koltun, NeurIPS'18 (arXiv 1810.04650, seeds 002/003)",
     target="MultiMNIST table: single task, uniform, Kendall, GradNorm, MGDA-UB (left/right accuracy)",
     data="MultiMNIST from the 5k MNIST subset (offline, bundled)",
-    quick_time="1.4 min CPU per seed (measured, 2 CPU cores: --seeds 2 took 170 s CPU, 7.6 min wall at load 5–9)",
+    quick_time="31 s wall, 58 s CPU time, --seeds 5 (measured, 2 CPU cores, idle, cold data cache; --seeds 2 "
+               "took 7.6 min wall at load 5–9)",
     full_time="1364 s wall for --seeds 3 (measured, 2 CPU cores shared with other jobs, low priority; "
               "592 s for the first seed)",
 )

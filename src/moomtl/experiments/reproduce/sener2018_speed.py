@@ -143,7 +143,8 @@ def _secs(rec: Mapping[str, list[float]]) -> str:
     paper="Sener & Koltun, NeurIPS'18 (arXiv 1810.04650, seeds 002/003)",
     target="Sec. 6.4 / Table 2: MGDA-UB vs MGDA training time (25× at 40 tasks, ~40 % at 3 tasks)",
     data="none (random tensors of the papers' input shapes)",
-    quick_time="3.5 min CPU with --seeds 5 (measured, 2 CPU cores, 1 torch thread; 20 min wall at load 12–15)",
+    quick_time="2.4 min wall, 2.4 min CPU, --seeds 5 (measured, 2 CPU cores, idle, 1 torch thread; 20 min wall "
+               "at load 12–15)",
     full_time="6.6 min CPU with --seeds 2 (measured, 2 cores, 1 thread; 20 min wall at load 8–14); 5 seeds ≈ 16 min",
 )
 def run(out: Path, quick: bool, seeds: int, root: Path | None, console: Console) -> ReproResult:
