@@ -108,8 +108,8 @@ def _deviations(sizes: Sizes, attributes: tuple[str, ...], singles: tuple[str, .
     paper="Sener & Koltun, NeurIPS'18 (seeds 002/003)",
     target="CelebA: 40 per-attribute test errors (App. B, Table 5) and their average",
     data="CelebA at --root (list_attr_celeba.txt, list_eval_partition.txt, img_align_celeba/)",
-    quick_time="5 min 48 s on the 12-image fabricated CelebA of the tests, 5 seeds (measured, 2 CPU cores "
-               "shared with other jobs, load average ≈ 8; 15 min 26 s at load ≈ 13); not measured on real CelebA",
+    quick_time="28 s on the 12-image fabricated CelebA of the tests, 5 seeds (measured, 2 CPU cores, idle; "
+               "5 min 48 s at load ≈ 8, 15 min 26 s at load ≈ 13); not measured on real CelebA",
     full_time="not measured here (needs CelebA); est. from the paper's 16.1 h per 100-epoch run on a Titan Xp: "
               "44 runs per seed ≈ 4 Titan-Xp weeks per seed; each run folder keeps ~180 MB of checkpoints",
     needs_root=True,

@@ -120,8 +120,8 @@ def _deviations(sizes: Sizes, n_val: int, n_official: int) -> list[str]:
     paper="Sener & Koltun, NeurIPS'18 (seeds 002/003)",
     target="Cityscapes: segmentation mIoU, instance and disparity error (scene-understanding table)",
     data="Cityscapes at --root (leftImg8bit/, gtFine/, disparity/)",
-    quick_time="3 min 27 s on the 9-frame fabricated Cityscapes of the tests, 5 seeds (measured, 2 CPU cores "
-               "shared with other jobs, load average ≈ 6–8; 13 min at load ≈ 14); not measured on real Cityscapes",
+    quick_time="8 s on the 9-frame fabricated Cityscapes of the tests, 5 seeds (measured, 2 CPU cores, idle; "
+               "3 min 27 s at load ≈ 6–8, 13 min at load ≈ 14); not measured on real Cityscapes",
     full_time="not measured here (needs Cityscapes); est. from the paper's 23.3 h per 250-epoch run on a Titan Xp "
               "(its ResNet-50, not our ResNet-18): 7 runs per seed ≈ 7 Titan-Xp days per seed",
     needs_root=True,
