@@ -31,8 +31,8 @@ import torch
 
 from moomtl import io as mio
 from moomtl.config import parse_config
-from moomtl.events import TrainingError
 from moomtl.data.base import DataSplits, MultiTaskTensors
+from moomtl.events import TrainingError
 from moomtl.experiments.report import compare_sweeps, write_front
 from moomtl.experiments.run import build_data, run_experiment
 from moomtl.experiments.sweep import preference_points, result_row
