@@ -51,7 +51,7 @@ from moomtl.weightings import (
 # The references are the reference tests' own code, imported, not copied (run from the repository root).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test_methods_loss_zoo_pref's own imports
-from tests.test_baselines import _gradnorm_reference, _pcgrad_reference, _tiny_hps  # noqa: E402
+from tests.test_baselines import _pcgrad_reference, _tiny_hps, gradnorm_step  # noqa: E402
 from tests.test_baselines import _run as probe_run  # noqa: E402
 from tests.test_methods_gradient_zoo import (  # noqa: E402
     _batch,
@@ -521,15 +521,7 @@ def gradnorm_vs_double_backward() -> float:
         x, y = torch.randn(16, 4, dtype=torch.float64, generator=g), torch.randint(0, 3, (16, 3), generator=g)
         first = None
         for step_i in range(3):
-            opt.zero_grad(set_to_none=True)
-            z = model.encode(x)
-            out = model.decode(z, x)
-            losses = {t: F.cross_entropy(out[t], y[:, i]) for i, t in enumerate(model.task_names)}
-            w_before = method.loss_weights.detach().clone()
-            if first is None:
-                first = torch.stack([losses[t].detach() for t in model.task_names])
-            ref = _gradnorm_reference(model, losses, w_before.double(), first.double(), 1.5)
-            method.backward(losses, StepContext(model, losses, z, step=step_i))
+            _, first, ref = gradnorm_step(model, method, opt, x, y, step_i, first)
             worst = max(worst, float((method.loss_weights.grad.double() - ref).abs().max() / ref.abs().max()))
             opt.step()
             method.on_step_end(TrainState(model=model, optimizer=opt))

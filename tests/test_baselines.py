@@ -224,6 +224,21 @@ def _gradnorm_reference(model, losses, w, initial, alpha):
     return torch.autograd.grad((norms - target).abs().sum(), w)[0]
 
 
+def gradnorm_step(model, method, opt, x, y, step: int, first):
+    """One GradNorm step up to the method's backward: ``(w_before, first, ref)`` with ``ref`` the paper's
+    double-backward gradient of the GradNorm loss w.r.t. the weights (``first``: the step-0 losses)."""
+    opt.zero_grad(set_to_none=True)
+    z = model.encode(x)
+    out = model.decode(z, x)
+    losses = {t: F.cross_entropy(out[t], y[:, i]) for i, t in enumerate(model.task_names)}
+    w_before = method.loss_weights.detach().clone()
+    if first is None:
+        first = torch.tensor([float(losses[t].detach()) for t in model.task_names])
+    ref = _gradnorm_reference(model, losses, w_before.double(), first.double(), 1.5)
+    method.backward(losses, StepContext(model, losses, z, step=step))
+    return w_before, first, ref
+
+
 def test_gradnorm_weight_gradient_and_update_on_a_tiny_model():
     model = _tiny_hps()
     method = build_method("gradnorm", alpha=1.5)
@@ -233,15 +248,7 @@ def test_gradnorm_weight_gradient_and_update_on_a_tiny_model():
     x, y = torch.randn(16, 4, dtype=torch.float64), torch.randint(0, 3, (16, 3))
     first = None
     for step in range(3):
-        opt.zero_grad(set_to_none=True)
-        z = model.encode(x)
-        out = model.decode(z, x)
-        losses = {t: F.cross_entropy(out[t], y[:, i]) for i, t in enumerate(model.task_names)}
-        w_before = method.loss_weights.detach().clone()
-        if first is None:
-            first = torch.tensor([float(losses[t].detach()) for t in model.task_names])
-        ref = _gradnorm_reference(model, losses, w_before.double(), first.double(), 1.5)
-        method.backward(losses, StepContext(model, losses, z, step=step))
+        w_before, first, ref = gradnorm_step(model, method, opt, x, y, step, first)
         torch.testing.assert_close(method.initial_losses, first.to(method.initial_losses))
         torch.testing.assert_close(method.loss_weights.grad.double(), ref, rtol=1e-5, atol=1e-7)
         opt.step()
