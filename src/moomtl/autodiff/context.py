@@ -374,9 +374,14 @@ class StepContext:
                 if not pairs:
                     continue
                 gs = [g for _, g in pairs]
-                # weighted: one foreach product per head gives new tensors; unweighted: copies, so that
-                # .grad never aliases what autograd returned
-                gs = torch._foreach_mul(gs, w[t].to(gs[0].dtype)) if w is not None else [g.clone() for g in gs]
+                # weighted: one foreach product per head gives new tensors (per tensor if the head mixes
+                # dtypes, so no gradient is promoted); unweighted: copies, so .grad never aliases autograd's
+                if w is None:
+                    gs = [g.clone() for g in gs]
+                elif all(g.dtype == gs[0].dtype for g in gs):
+                    gs = torch._foreach_mul(gs, w[t].to(gs[0].dtype))
+                else:
+                    gs = [g * w[t].to(g.dtype) for g in gs]
                 for (i, _), g in zip(pairs, gs, strict=True):
                     p = params[i]
                     p.grad = g if p.grad is None else p.grad + g
