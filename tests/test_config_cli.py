@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from moomtl.cli import app
@@ -161,3 +162,24 @@ def test_optimizer_settings_without_a_name_change_the_default_optimizer():
     cfg = parse_config({"optimizer": {"lr": 0.05}})
     assert cfg.optimizer == {"name": "SGD", "lr": 0.05, "momentum": 0.9}
     assert parse_config({"optimizer": {"name": "Adam", "lr": 1e-3}}).optimizer == {"name": "Adam", "lr": 1e-3}
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_under_torchrun_a_config_error_is_printed_once_and_other_errors_name_their_rank(tmp_path, monkeypatch,
+                                                                                       capsys, rank):
+    """Every rank reads the same config, so rank 0 alone prints a config error (exit 2 on every rank); a
+    data or output error can be one rank's own and is prefixed with that rank."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", rank)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("data:\n  dataset: imagenet\n")
+    result = runner.invoke(app, ["train", "--config", str(cfg), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert ("unknown data set 'imagenet'" in result.output) == (rank == "0")
+    assert "Traceback" not in result.output
+    from moomtl.cli import _fail
+
+    with pytest.raises(typer.Exit) as exit_info:  # a data error (the CLI would first join the process group)
+        raise _fail("data error", "MNIST root /x does not exist", 1)
+    assert exit_info.value.exit_code == 1
+    assert f"data error: rank {rank}: MNIST root /x does not exist" in " ".join(capsys.readouterr().err.split())

@@ -44,8 +44,17 @@ MethodOpt = Annotated[
 
 
 def _fail(kind: str, message: object, code: int) -> typer.Exit:
-    """Print ``kind: message`` as one line on stderr (the message's brackets are text, not markup)."""
+    """Print ``kind: message`` as one line on stderr (the message's brackets are text, not markup).
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) a configuration error is the same on every rank (they read one
+    config), so only rank 0 prints it; any other error is prefixed with the rank that raised it (data can
+    be missing on one machine only). The exit code is the same on every rank."""
     text = " ".join(str(message).split())  # one line, whatever the exception held
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        rank = os.environ.get("RANK", "0")
+        if kind == "config error" and rank != "0":
+            return typer.Exit(code)
+        text = f"rank {rank}: {text}"
     err_console.print(f"[bold red]{kind}:[/] {escape(text)}", highlight=False)
     return typer.Exit(code)
 
