@@ -75,7 +75,7 @@ def base_config(dataset: str, seed: int, args: argparse.Namespace, out: Path) ->
                  "cache_dir": args.cache},
         "model": {"name": "hps_lenet"},
         "method": {"name": args.method},
-        "optimizer": {"name": "SGD", "lr": args.lr, "momentum": 0.9},
+        "optimizer": {"name": "SGD", "lr": args.lr, "momentum": args.momentum},
         "train": {"epochs": args.epochs, "batch_size": args.batch_size, "seed": seed, "progress": False},
         "out": str(out),
     })
@@ -157,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-test", type=int, default=1000)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=0.05)
+    ap.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (sweep and PSL)")
     ap.add_argument("--encoder", default="film")
     ap.add_argument("--alpha", type=float, default=1.0)
     ap.add_argument("--gain", type=float, default=1.0)
