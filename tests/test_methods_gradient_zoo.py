@@ -23,6 +23,7 @@ from moomtl.methods.fairgrad import fairgrad_residual, fairgrad_weights
 from moomtl.methods.imtl import _imtl_g_weights
 from moomtl.models.base import HardParameterSharing, MultiTaskModel
 from moomtl.solvers.simplex import project_simplex
+from test_mgda import per_task_rows
 
 ZOO = ("gradvac", "graddrop", "fairgrad", "imtl_l", "imtl", "excess_mtl", "moco", "sdmgrad")
 
@@ -60,13 +61,7 @@ def _flat_grads(model: nn.Module) -> Tensor:
 
 def _jac(model: MultiTaskModel, x: Tensor, y: Tensor, params: list[Tensor]) -> np.ndarray:
     """Per-task gradients by one ``autograd.grad`` per task (independent of the context's engine)."""
-    losses, _ = _losses(model, x, y)
-    rows = []
-    for t in model.task_names:
-        gs = torch.autograd.grad(losses[t], params, retain_graph=True, allow_unused=True)
-        rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
-                               for g, p in zip(gs, params, strict=True)]))
-    return torch.stack(rows).numpy()
+    return per_task_rows(_losses(model, x, y)[0], params).numpy()
 
 
 def _loss_values(model: MultiTaskModel, x: Tensor, y: Tensor) -> np.ndarray:

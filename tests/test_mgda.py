@@ -56,14 +56,19 @@ def _step(model: MultiTaskModel, method_name: str, x: Tensor, y: Tensor, **kw) -
     return info, [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
 
 
-def _per_task_grads(model: MultiTaskModel, x: Tensor, y: Tensor, params: list[Tensor]) -> Tensor:
-    losses, _ = _losses(model, x, y)
+def per_task_rows(losses: dict[str, Tensor], params: list[Tensor]) -> Tensor:
+    """``[T, n]``: row t is one ``autograd.grad(L_t, params)`` flattened (zeros where unused) — the
+    reference Jacobian of the tests, independent of the context's engine."""
     rows = []
-    for t in model.task_names:
-        gs = torch.autograd.grad(losses[t], params, retain_graph=True, allow_unused=True)
+    for loss in losses.values():
+        gs = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
         rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
                                for g, p in zip(gs, params, strict=True)]))
     return torch.stack(rows)
+
+
+def _per_task_grads(model: MultiTaskModel, x: Tensor, y: Tensor, params: list[Tensor]) -> Tensor:
+    return per_task_rows(_losses(model, x, y)[0], params)
 
 
 # --- normalizers -----------------------------------------------------------------------------------
