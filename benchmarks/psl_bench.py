@@ -36,7 +36,8 @@ from moomtl.events import TrainingError
 from moomtl.experiments.report import compare_sweeps, write_front
 from moomtl.experiments.run import build_data, run_experiment
 from moomtl.experiments.sweep import preference_points, result_row
-from moomtl.pareto import das_dennis, hypervolume, lattice_for
+from moomtl.methods import get_method_class
+from moomtl.pareto import das_dennis, hypervolume, inward, lattice_for
 from moomtl.psl import run_psl
 from moomtl.psl.config import parse_psl_config
 
@@ -51,13 +52,6 @@ def with_sum_task(splits: DataSplits) -> DataSplits:
 
     return DataSplits(add(splits.train), add(splits.val), add(splits.test),
                       splits.description + " Third task: (left + right) mod 10.")
-
-
-# Methods that refuse a zero preference entry (EPO's r ⊙ f balance divides by r): their sweep and PSL
-# evaluation use the lattice shrunk towards the centroid, p ↦ (1 − INWARD) p + INWARD / T (2 tasks:
-# the corners become (0.99, 0.01)).
-POSITIVE_PREFERENCES = ("epo",)
-INWARD = 0.02
 
 
 def preferences_for(n_tasks: int) -> np.ndarray:
@@ -183,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             if dataset == "multimnist3":
                 splits = with_sum_task(splits)
             prefs = preferences_for(len(splits.task_names))
-            if args.method in POSITIVE_PREFERENCES:  # the lattice's corners have zero entries: shrink inwards
-                prefs = (1 - INWARD) * prefs + INWARD / prefs.shape[1]
+            if get_method_class(args.method).positive_preference:  # EPO: no zero entries (as `moomtl sweep`)
+                prefs = inward(prefs)
             sw = sweep(cfg, splits, prefs, where / "sweep")
             # PSL epochs: the largest count with ≤ 1/5 of the sweep's total training steps.
             steps_per_epoch = sw["steps"] // (len(prefs) * args.epochs)

@@ -106,3 +106,17 @@ def test_sweep_rejects_methods_without_preference(tmp_path):
 def test_compare_cli_missing_results_is_clear(tmp_path):
     result = CliRunner().invoke(app, ["compare", str(tmp_path / "nothing"), "--out", str(tmp_path / "c")])
     assert result.exit_code == 2 and "results.json not found" in result.output
+
+
+def test_epo_sweep_moves_the_default_lattice_inwards(tmp_path):
+    """EPO refuses zero preference entries, so a default lattice (corners (0, 1), (1, 0)) would stop the sweep
+    with a config error; it is moved inwards instead (corners (0.01, 0.99), (0.99, 0.01)). Preferences given
+    explicitly are used as given (a zero entry stays a config error)."""
+    from moomtl.pareto import inward, lattice_for
+
+    report = run_preference_sweep(_cfg(tmp_path, "epo", {"name": "epo"}), n_preferences=2)
+    got = sorted(tuple(r["preference"]) for r in report.rows)
+    assert got == sorted(tuple(p) for p in inward(lattice_for(2, 2)).round(6).tolist())
+    assert got[0] == pytest.approx((0.01, 0.99))
+    with pytest.raises(ConfigError, match="must be > 0"):
+        run_preference_sweep(_cfg(tmp_path, "epo2", {"name": "epo"}), preferences=np.array([[0.0, 1.0]]))

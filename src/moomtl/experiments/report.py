@@ -505,6 +505,15 @@ def _point_line(summary: dict[str, Any], task_names: Sequence[str]) -> str:
     return ", ".join(shown)
 
 
+def _positive_preference(name: str) -> bool:
+    from moomtl.methods import get_method_class
+
+    try:
+        return bool(get_method_class(name).positive_preference)
+    except ValueError:  # unknown method: preference_points says so in one line
+        return False
+
+
 def _sweep(
     cfg: ExperimentConfig, name: str, n_preferences: int, workers: int, single_task: bool, console: Console,
     title: str | None, preferences: np.ndarray | None, reference_front: Path | None, overwrite: bool,
@@ -512,6 +521,7 @@ def _sweep(
 ) -> SweepReport:
     from moomtl.experiments.run import build_data
     from moomtl.pareto import lattice_for
+    from moomtl.pareto.preferences import INWARD, inward
 
     out = Path(cfg.out)
     seeds = list(seeds) or [cfg.train.seed]
@@ -521,6 +531,10 @@ def _sweep(
     ref_front = load_reference_front(reference_front, task_names) if reference_front is not None else None
     console.print(f"data: {splits.description}")
     prefs = lattice_for(n_preferences, len(task_names)) if preferences is None else np.asarray(preferences)
+    if preferences is None and _positive_preference(name):
+        prefs = inward(prefs)
+        console.print(f"{name} refuses zero preference entries: the lattice is moved inwards, p ↦ {1 - INWARD:g} p + "
+                      f"{INWARD:g} / {len(task_names)} (corners {prefs[0].round(4).tolist()}, ...)")
     if prefs.ndim != 2 or prefs.shape[1] != len(task_names):
         raise ConfigError(f"preferences must have one column per task ({len(task_names)}), got {prefs.shape}")
     groups: list[tuple[int, Path, list[SweepPoint]]] = []

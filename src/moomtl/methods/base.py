@@ -77,6 +77,9 @@ class Method(nn.Module, Callback):
     #: Name of the hyper-parameter holding a preference/weight vector over tasks, for methods a
     #: preference sweep can drive (``None``: the method has no preference, e.g. MGDA).
     preference_param: ClassVar[str | None] = None
+    #: The method refuses a zero preference entry (EPO): a sweep's default lattice is moved inwards for it
+    #: (:func:`moomtl.pareto.inward`; preferences given explicitly are used as given).
+    positive_preference: ClassVar[bool] = False
     #: Paper, equation, cost class, state and reference test (``docs/methods.md``).
     card: ClassVar[MethodCard | None] = None
 

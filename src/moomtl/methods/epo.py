@@ -150,6 +150,7 @@ class EPO(Method):
     )
 
     preference_param: ClassVar[str | None] = "preference"
+    positive_preference: ClassVar[bool] = True
 
     def __init__(self, preference: Sequence[float] | None = None, eps: float = 1e-4, relax: bool = False) -> None:
         super().__init__()

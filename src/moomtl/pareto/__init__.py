@@ -24,7 +24,7 @@ from moomtl.pareto.plots import (
     plot_parallel_coordinates,
     save_figure_atomic,
 )
-from moomtl.pareto.preferences import das_dennis, lattice_for, uniform_simplex
+from moomtl.pareto.preferences import das_dennis, inward, lattice_for, uniform_simplex
 
 __all__ = [
     "as_points",
@@ -37,6 +37,7 @@ __all__ = [
     "hypervolume",
     "igd",
     "igd_plus",
+    "inward",
     "lattice_for",
     "non_dominated",
     "non_dominated_sort",

@@ -83,3 +83,21 @@ def lattice_for(n_points: int, n_obj: int) -> np.ndarray:
     while math.comb(h + m - 1, m - 1) < n:
         h += 1
     return das_dennis(h, m)
+
+
+#: How far :func:`inward` moves a lattice towards its centroid (2 objectives: the corners become (0.99, 0.01)).
+INWARD = 0.02
+
+
+def inward(preferences: np.ndarray, eps: float = INWARD) -> np.ndarray:
+    """``(1 − eps) p + eps / m`` for every row ``p``: the lattice moved towards the centroid so that no
+    entry is zero — for methods that refuse a zero preference entry (EPO's balance of ``r ⊙ L``).
+
+    >>> inward(lattice_for(3, 2)).tolist()
+    [[0.01, 0.99], [0.5, 0.5], [0.99, 0.01]]
+    """
+    p = np.asarray(preferences, dtype=float)
+    if not 0 < eps < 1:
+        raise ValueError(f"eps must be in (0, 1), got {eps}")
+    return (1.0 - eps) * p + eps / p.shape[-1]
+
