@@ -184,7 +184,7 @@ def test_representation_rows_keep_head_gradients_without_aliases(owner_known, he
         for g, r in zip(got, [*ref_shared, *ref_heads], strict=True):
             torch.testing.assert_close(g, r, rtol=1e-12, atol=1e-14)
         if not owner_known:
-            assert [len(ix) for ix in structure["rep_head_params"]] == [4, 4], step
+            assert [len(ix) for ix in structure["head_params"]] == [4, 4], step
 
 
 def test_a_task_without_a_graph_in_the_first_step_is_found_later():

@@ -13,7 +13,6 @@ from torch import Tensor
 from moomtl.autodiff.distributed import Reducer
 from moomtl.autodiff.jacobian import (
     _heads_are_disjoint,
-    _rows_of_losses,
     alias_rows,
     batched_jacobian,
     task_jacobian,
@@ -162,12 +161,12 @@ class StepContext:
             if self.z_aliases is not None:
                 jac = self._alias_rows_and_head_grads(losses)
             else:
-                jac = self._rep_rows_and_head_grads(losses) if self._heads_disjoint() else None
+                jac = self._rows_and_head_grads(losses, [self.z]) if self._heads_disjoint() else None
             if jac is None:
                 jac = batched_jacobian(self.loss_vector, [self.z])
         elif wrt == "shared":
             if self._heads_disjoint():
-                jac = self._shared_rows_and_head_grads(losses)
+                jac = self._rows_and_head_grads(losses, self.shared_params)
             else:
                 jac = batched_jacobian(self.loss_vector, list(self.shared_params))
         else:
@@ -216,44 +215,52 @@ class StepContext:
         self._head_grads = heads
         return rows
 
-    def _rep_rows_and_head_grads(self, losses: Sequence[Tensor]) -> Tensor:
-        """Rows ``∂L_t/∂z`` from one ``autograd.grad(L_t, [z, θ_t])`` per task when the heads are disjoint
-        (no aliases: the caller's loop fed one ``z`` to every head), keeping head t's gradients of the same
-        call, so that :meth:`apply_coefficients` needs no second pass through the heads. ``θ_t``: the
-        task-specific parameters of head t (``model.heads``), else those the first step found L_t to
-        reach (cached in ``structure``, as the disjointness is)."""
-        assert self.z is not None
-        specific = list(self.task_specific_params)
-        if not specific:
-            return _rows_of_losses(losses, [self.z])
+    def _rows_and_head_grads(self, losses: Sequence[Tensor], inputs: Sequence[Tensor]) -> Tensor:
+        """``[T, n]`` rows ``∂L_t/∂inputs`` (flattened, concatenated; zeros where unused) from one
+        ``autograd.grad(L_t, inputs + θ_t)`` per task — the least any exact method needs when the heads are
+        disjoint (head t, then what lies below ``inputs`` once) — keeping head t's gradients ``∂L_t/∂θ_t`` of
+        the same call for :meth:`backward_task_specific`, so no second pass through the heads is needed.
+        ``inputs``: the shared parameters, or ``[z]`` (one ``z`` fed to every head, no aliases). ``θ_t``: the
+        task-specific parameters of head t (``model.heads``), else those the first step found ``L_t`` to
+        reach (cached in ``structure``, as the disjointness is; a task whose loss had no graph on that step is
+        asked again on the next).
+
+        The rows are copied into one preallocated matrix as they come and each call's gradients are freed
+        at once (see :func:`~moomtl.autodiff.jacobian._rows_of_losses`)."""
+        inputs, specific = list(inputs), list(self.task_specific_params)
         owner = self._head_owner()
-        cached = None if self.structure is None else self.structure.get("rep_head_params")
+        cached = None if self.structure is None else self.structure.get("head_params")
+        per_task: list[list[int] | None]
         if owner is not None:
-            per_task: list[list[int] | None] = [[] for _ in losses]
+            per_task = [[] for _ in losses]
             for i, p in enumerate(specific):
                 per_task[owner[id(p)]].append(i)  # type: ignore[union-attr]
         elif cached is not None and len(cached) == len(losses):
             per_task = cached
         else:
             per_task = [None] * len(losses)  # discover: ask for all, keep the ones reached
-        out = torch.zeros((len(losses), self.z.numel()), dtype=self.z.dtype, device=self.z.device)
+        ref = inputs[0] if inputs else losses[0]
+        out = torch.zeros((len(losses), sum(p.numel() for p in inputs)), dtype=ref.dtype, device=ref.device)
         heads: list[list[tuple[int, Tensor]]] = []
         for t, loss in enumerate(losses):
             if loss.grad_fn is None:  # e.g. no label of this task in the batch: no row, no head gradient
                 heads.append([])
                 continue
             idx = list(range(len(specific))) if per_task[t] is None else per_task[t]
-            grads = torch.autograd.grad(loss, [self.z, *(specific[i] for i in idx)], retain_graph=True,
+            grads = torch.autograd.grad(loss, [*inputs, *(specific[i] for i in idx)], retain_graph=True,
                                         allow_unused=True)
-            if grads[0] is not None:
-                out[t].copy_(grads[0].reshape(-1))
-            pairs = [(i, g) for i, g in zip(idx, grads[1:], strict=True) if g is not None]
+            offset = 0
+            for g, p in zip(grads[: len(inputs)], inputs, strict=True):
+                if g is not None:
+                    out[t, offset : offset + p.numel()].copy_(g.reshape(-1))
+                offset += p.numel()
+            pairs = [(i, g) for i, g in zip(idx, grads[len(inputs):], strict=True) if g is not None]
             heads.append(pairs)
             if per_task[t] is None and pairs:  # found (a task that reached none is asked again next step)
                 per_task[t] = [i for i, _ in pairs]
             del grads
-        if owner is None and self.structure is not None:
-            self.structure["rep_head_params"] = per_task
+        if owner is None and specific and self.structure is not None:
+            self.structure["head_params"] = per_task
         self._head_grads = heads
         return out
 
@@ -266,30 +273,6 @@ class StepContext:
             return True
         tensors = [wrt] if isinstance(wrt, Tensor) else list(wrt)
         return not all(isinstance(t, torch.nn.Parameter) for t in tensors)
-
-    def _shared_rows_and_head_grads(self, losses: Sequence[Tensor]) -> Tensor:
-        """Rows ``∇_{θ^{sh}} L_t`` from one ``autograd.grad(L_t, shared + task-specific)`` per task (the
-        least any exact method needs: head t, then the encoder once), keeping head t's gradients of the
-        same call for :meth:`backward_task_specific`."""
-        shared, specific = list(self.shared_params), list(self.task_specific_params)
-        n = sum(p.numel() for p in shared)
-        ref = shared[0] if shared else losses[0]
-        out = torch.zeros((len(losses), n), dtype=ref.dtype, device=ref.device)
-        heads: list[list[tuple[int, Tensor]]] = []
-        for t, loss in enumerate(losses):
-            if loss.grad_fn is None:
-                heads.append([])
-                continue
-            grads = torch.autograd.grad(loss, shared + specific, retain_graph=True, allow_unused=True)
-            offset = 0
-            for g, p in zip(grads[: len(shared)], shared, strict=True):
-                if g is not None:
-                    out[t, offset : offset + p.numel()].copy_(g.reshape(-1))
-                offset += p.numel()
-            heads.append([(i, g) for i, g in enumerate(grads[len(shared):]) if g is not None])
-            del grads
-        self._head_grads = heads
-        return out
 
     def gramian(self, wrt: Wrt = "shared") -> Tensor:
         """``J Jᵀ`` (``[T, T]``), the inner products of task gradients; cached per step."""
