@@ -132,21 +132,17 @@ def shared_parameters_of(model: nn.Module) -> list[nn.Parameter]:
 
 
 def parameter_dtype(model: nn.Module | None) -> torch.dtype:
-    """The dtype of ``model``'s first floating-point parameter (torch's default dtype for ``None`` or a
-    model without one): the dtype a method stores its configuration (preference, ideal point) and
-    small learned state in, so that a float64 model's preference is not rounded to float32."""
-    if model is not None:
-        for p in model.parameters():
-            if p.is_floating_point():
-                return p.dtype
-    return torch.get_default_dtype()
+    """The dtype of ``model``'s shared parameters (:func:`shared_parameters_of`; torch's default dtype for
+    ``None`` or a model without any): the dtype a method stores its configuration (preference, ideal
+    point) and small learned state in, so that a float64 model's preference is not rounded to float32."""
+    params = [] if model is None else shared_parameters_of(model)
+    return params[0].dtype if params else torch.get_default_dtype()
 
 
 def shared_size(model: nn.Module) -> tuple[int, torch.dtype, torch.device | None]:
     """``(number of shared parameter entries, their dtype, their device)`` for sizing buffers in setup."""
     params = shared_parameters_of(model)
-    n = sum(p.numel() for p in params)
-    return n, (params[0].dtype if params else torch.get_default_dtype()), (params[0].device if params else None)
+    return sum(p.numel() for p in params), parameter_dtype(model), (params[0].device if params else None)
 
 
 WRT_CHOICES = ("shared", "representation")
