@@ -189,26 +189,23 @@ def main(argv: list[str] | None = None) -> int:
             pcfg.out = str(where / tag)
             t0 = time.perf_counter()
             settings = parse_psl_config({"encoder": args.encoder, "alpha": args.alpha, "gain": args.gain})
+            rec = {"dataset": dataset, "seed": seed, "tasks": len(splits.task_names), "points": len(prefs),
+                   "sweep_steps": sw["steps"], "psl_epochs": psl_epochs}
             try:
                 rep = run_psl(pcfg, settings, resume=True, splits=splits, preferences=prefs)
             except TrainingError as e:  # a diverged PSL run is a result of the comparison, not a crash of it
-                rec = {"dataset": dataset, "seed": seed, "tasks": len(splits.task_names), "points": len(prefs),
-                       "sweep_steps": sw["steps"], "psl_epochs": psl_epochs, "diverged": str(e)}
-                records.append(rec)
-                print(json.dumps(rec), flush=True)
-                continue
-            psl_seconds = time.perf_counter() - t0
-            compare_sweeps([where / "sweep", where / tag], where / f"compare-{tag}")
-            hv = json.loads((where / f"compare-{tag}" / "comparison.json").read_text())["hypervolume"]
-            chance = chance_hypervolumes([where / "sweep", where / tag])
-            rec = {"dataset": dataset, "seed": seed, "tasks": len(splits.task_names), "points": len(prefs),
-                   "sweep_steps": sw["steps"], "psl_steps": rep.summary["train_steps"],
-                   "step_ratio": rep.summary["train_steps"] / sw["steps"], "psl_epochs": psl_epochs,
-                   "hv_sweep": hv["sweep"], "hv_psl": hv[tag],
-                   "hv_ratio": hv[tag] / hv["sweep"] if hv["sweep"] else None,
-                   "hv_chance_sweep": chance[0], "hv_chance_psl": chance[1],
-                   "hv_chance_ratio": chance[1] / chance[0] if chance[0] else None,
-                   "sweep_seconds": sw["seconds"], "psl_seconds": psl_seconds}
+                rec["diverged"] = str(e)
+            else:
+                psl_seconds = time.perf_counter() - t0
+                compare_sweeps([where / "sweep", where / tag], where / f"compare-{tag}")
+                hv = json.loads((where / f"compare-{tag}" / "comparison.json").read_text())["hypervolume"]
+                chance = chance_hypervolumes([where / "sweep", where / tag])
+                rec |= {"psl_steps": rep.summary["train_steps"], "step_ratio": rep.summary["train_steps"] / sw["steps"],
+                        "hv_sweep": hv["sweep"], "hv_psl": hv[tag],
+                        "hv_ratio": hv[tag] / hv["sweep"] if hv["sweep"] else None,
+                        "hv_chance_sweep": chance[0], "hv_chance_psl": chance[1],
+                        "hv_chance_ratio": chance[1] / chance[0] if chance[0] else None,
+                        "sweep_seconds": sw["seconds"], "psl_seconds": psl_seconds}
             records.append(rec)
             print(json.dumps(rec), flush=True)
     total = time.perf_counter() - t_all
