@@ -145,6 +145,18 @@ def test_representation_variant_of_gramian_methods(name):
         build_method("pcgrad", wrt="layer")
 
 
+def _hps_and_loop_view(seed: int, batch: int):
+    """A float64 HPS LeNet, a batch, its heads' parameters in task order, and the ``mtl_backward`` adapter
+    over the same parameters (a model view without a ``heads`` mapping)."""
+    from moomtl.api import _LoopModel
+
+    torch.manual_seed(seed)
+    model = hps_lenet(dropout=0.0).double()
+    x, y = torch.randn(batch, 1, 28, 28, dtype=torch.float64), torch.randint(0, 10, (batch, 2))
+    specific = [p for t in model.task_names for p in model.heads[t].parameters()]
+    return model, x, y, specific, _LoopModel(model.task_names, list(model.shared_parameters()), specific)
+
+
 @pytest.mark.parametrize("owner_known", [True, False])
 @pytest.mark.parametrize("head_weights", ["coef", "ones"])
 def test_representation_rows_keep_head_gradients_without_aliases(owner_known, head_weights):
@@ -154,14 +166,9 @@ def test_representation_rows_keep_head_gradients_without_aliases(owner_known, he
     Σ_t w_t L_t (heads), w = c or 1. With ``owner_known=False`` the model has no ``heads`` mapping (the
     ``mtl_backward`` adapter): the first step finds each task's parameters and caches them in
     ``structure``; the second step uses the cache."""
-    from moomtl.api import _LoopModel
-
-    torch.manual_seed(5)
-    model = hps_lenet(dropout=0.0).double()
-    x, y = torch.randn(6, 1, 28, 28, dtype=torch.float64), torch.randint(0, 10, (6, 2))
+    model, x, y, specific, loop_view = _hps_and_loop_view(seed=5, batch=6)
     names = model.task_names
-    specific = [p for t in names for p in model.heads[t].parameters()]
-    view = model if owner_known else _LoopModel(names, list(model.shared_parameters()), specific)
+    view = model if owner_known else loop_view
     structure: dict = {}
     coef = torch.tensor([0.3, 1.7], dtype=torch.float64)
     for step in range(2):
@@ -191,14 +198,8 @@ def test_a_task_without_a_graph_in_the_first_step_is_found_later():
     """Without a ``heads`` mapping, the parameters each task reaches are found on the first step and cached;
     a task whose loss had no graph in that step (no label in the batch) must not be cached as reaching
     nothing: on the next step its head gets its gradient. Reference: autograd of L_t w.r.t. head t."""
-    from moomtl.api import _LoopModel
-
-    torch.manual_seed(6)
-    model = hps_lenet(dropout=0.0).double()
-    x, y = torch.randn(4, 1, 28, 28, dtype=torch.float64), torch.randint(0, 10, (4, 2))
+    model, x, y, _, view = _hps_and_loop_view(seed=6, batch=4)
     names = model.task_names
-    specific = [p for t in names for p in model.heads[t].parameters()]
-    view = _LoopModel(names, list(model.shared_parameters()), specific)
     structure: dict = {}
     losses, z = _losses(model, x, y)
     losses[names[1]] = torch.tensor(0.0, dtype=torch.float64)  # no label of task 1 in this batch
