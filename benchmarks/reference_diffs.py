@@ -36,7 +36,7 @@ from moomtl.methods.epo import epo_adjustments, epo_lp
 from moomtl.methods.fairgrad import fairgrad_residual, fairgrad_weights
 from moomtl.methods.famo import famo_weights
 from moomtl.methods.imtl import _imtl_g_weights
-from moomtl.methods.pareto_mtl import pmtl_references, pmtl_weights
+from moomtl.methods.pareto_mtl import pmtl_weights
 from moomtl.methods.pcgrad import pcgrad_coefficients
 from moomtl.solvers import min_norm
 from moomtl.solvers import scalarizations as S
@@ -68,7 +68,12 @@ from tests.test_methods_gradient_zoo import _run as zoo_run  # noqa: E402
 from tests.test_methods_loss_zoo import OfficialFAMO, quad_model  # noqa: E402
 from tests.test_methods_loss_zoo import losses_of as quad_losses  # noqa: E402
 from tests.test_methods_loss_zoo import step as quad_step  # noqa: E402
-from tests.test_methods_loss_zoo_pref import brute_force_epo_lp, epo_case, official_pmtl_direction  # noqa: E402
+from tests.test_methods_loss_zoo_pref import (  # noqa: E402
+    brute_force_epo_lp,
+    epo_case,
+    official_pmtl_direction,
+    pmtl_case,
+)
 from tests.test_min_norm import qp_reference  # noqa: E402
 from tests.test_weightings import _rel  # noqa: E402
 
@@ -551,12 +556,8 @@ def pmtl_vs_official() -> float:
     """Mirrors test_pmtl_weights_match_the_official_direction over 60 seeds: the official
     get_d_paretomtl direction (its min-norm QP by SLSQP from every vertex) against ours; largest |w − w_ref|."""
     worst = 0.0
-    refs = pmtl_references(2, 5)
     for seed in range(SEEDS):
-        g = np.random.default_rng(seed)
-        grads = g.normal(size=(2, 6))
-        value = g.uniform(0.2, 3.0, size=2)
-        i = int(g.integers(0, 5))
+        grads, value, refs, i = pmtl_case(seed)
         ref = official_pmtl_direction(grads, value, refs, i)
         w, _ = pmtl_weights(torch.as_tensor(grads @ grads.T), torch.as_tensor(value), torch.as_tensor(refs[i]),
                             torch.as_tensor(np.delete(refs, i, axis=0)), init_phase=False)

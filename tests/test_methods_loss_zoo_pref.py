@@ -171,14 +171,18 @@ def official_pmtl_direction(grads: np.ndarray, value: np.ndarray, refs: np.ndarr
     return weight * (2 / np.abs(weight).sum())
 
 
+def pmtl_case(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """A random 2-task Pareto MTL input: (gradients [2, 6], losses, the 5 circle references, preference index)."""
+    g = np.random.default_rng(seed)
+    grads = g.normal(size=(2, 6))
+    value = g.uniform(0.2, 3.0, size=2)
+    return grads, value, pmtl_references(2, 5), int(g.integers(0, 5))
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_pmtl_weights_match_the_official_direction(seed):
     """Reference: official get_d_paretomtl + normalization (main phase), 5 circle references."""
-    g = np.random.default_rng(seed)
-    refs = pmtl_references(2, 5)
-    grads = g.normal(size=(2, 6))
-    value = g.uniform(0.2, 3.0, size=2)
-    i = int(g.integers(0, 5))
+    grads, value, refs, i = pmtl_case(seed)
     ref = official_pmtl_direction(grads, value, refs, i)
     u = torch.as_tensor(refs[i])
     others = torch.as_tensor(np.delete(refs, i, axis=0))
