@@ -15,6 +15,8 @@ from moomtl.autodiff.jacobian import (
     _heads_are_disjoint,
     alias_rows,
     batched_jacobian,
+    head_graph,
+    hooked_rows,
     task_jacobian,
 )
 from moomtl.models.base import MultiTaskModel
@@ -161,7 +163,7 @@ class StepContext:
             if self.z_aliases is not None:
                 jac = self._alias_rows_and_head_grads(losses)
             else:
-                jac = self._rows_and_head_grads(losses, [self.z]) if self._heads_disjoint() else None
+                jac = self._hooked_rows_and_head_grads(losses)
             if jac is None:
                 jac = batched_jacobian(self.loss_vector, [self.z])
         elif wrt == "shared":
@@ -208,12 +210,43 @@ class StepContext:
             return alias_rows(losses, self.z_aliases)[0]
         specific = list(self.task_specific_params)
         rows, grads = alias_rows(losses, self.z_aliases, specific)
-        heads: list[list[tuple[int, Tensor]]] = [[] for _ in losses]
-        for i, (p, g) in enumerate(zip(specific, grads, strict=True)):
-            if g is not None:
-                heads[owner[id(p)]].append((i, g))
-        self._head_grads = heads
+        self._keep_head_grads(range(len(specific)), grads, owner)
         return rows
+
+    def _hooked_rows_and_head_grads(self, losses: Sequence[Tensor]) -> Tensor | None:
+        """Rows ``∂L_t/∂z`` for one ``z`` fed to every head (no aliases): when the heads are disjoint above
+        ``z``, one autograd call with a hook on each head's reads of ``z``
+        (:func:`~moomtl.autodiff.jacobian.hooked_rows`) gives every row and, in the same call, each head's
+        own gradient ``∂L_t/∂θ_t``; the owner of a task-specific parameter is its head in ``model.heads``,
+        else the head whose graph reaches it. ``None`` when the heads share nodes above ``z``."""
+        z = self.z
+        if z is None or not z.requires_grad:
+            return None
+        if self.structure is not None and self.structure.get("heads_disjoint") is False:
+            return None
+        heads = head_graph(losses, z)  # this step's nodes (new every step): walked every step, ~0.2 ms at T = 40
+        if self.structure is not None:
+            self.structure["heads_disjoint"] = heads is not None
+        if heads is None:
+            return None
+        specific = list(self.task_specific_params)
+        owner = self._head_owner()
+        if owner is None:
+            owner = {id(p): t for t, leaves in enumerate(heads.leaves) for p in leaves}
+        idx = [i for i, p in enumerate(specific) if id(p) in owner]
+        rows, grads = hooked_rows(losses, z, heads.reads, [specific[i] for i in idx])
+        self._keep_head_grads(idx, grads, owner)
+        return rows
+
+    def _keep_head_grads(self, idx: Sequence[int], grads: Sequence[Tensor | None], owner: Mapping[int, int]) -> None:
+        """Keep the heads' own gradients of one call (``grads[k]`` of ``task_specific_params[idx[k]]``),
+        grouped by the task that owns each parameter, for :meth:`backward_task_specific`."""
+        specific = self.task_specific_params
+        heads: list[list[tuple[int, Tensor]]] = [[] for _ in self.task_names]
+        for i, g in zip(idx, grads, strict=True):
+            if g is not None:
+                heads[owner[id(specific[i])]].append((i, g))
+        self._head_grads = heads
 
     def _rows_and_head_grads(self, losses: Sequence[Tensor], inputs: Sequence[Tensor]) -> Tensor:
         """``[T, n]`` rows ``∂L_t/∂inputs`` (flattened, concatenated; zeros where unused) from one
@@ -352,22 +385,24 @@ class StepContext:
         if not params:
             return
         if self._head_grads is not None:  # kept from the Jacobian calls: no second pass
-            w = None if weights is None else weights.detach()
-            for t, pairs in enumerate(self._head_grads):
-                if not pairs:
-                    continue
-                gs = [g for _, g in pairs]
-                # weighted: one foreach product per head gives new tensors (per tensor if the head mixes
-                # dtypes, so no gradient is promoted); unweighted: copies, so .grad never aliases autograd's
-                if w is None:
-                    gs = [g.clone() for g in gs]
-                elif all(g.dtype == gs[0].dtype for g in gs):
-                    gs = torch._foreach_mul(gs, w[t].to(gs[0].dtype))
-                else:
-                    gs = [g * w[t].to(g.dtype) for g in gs]
-                for (i, _), g in zip(pairs, gs, strict=True):
-                    p = params[i]
-                    p.grad = g if p.grad is None else p.grad + g
+            flat = [(t, i, g) for t, pairs in enumerate(self._head_grads) for i, g in pairs]
+            if not flat:
+                return
+            gs = [g for _, _, g in flat]
+            # weighted: ONE foreach product over every head's gradients, each by its task's weight (a 0-d
+            # view of w; per tensor if the heads mix dtypes, so no gradient is promoted); unweighted:
+            # copies, so .grad never aliases autograd's
+            if weights is None:
+                gs = [g.clone() for g in gs]
+            elif all(g.dtype == gs[0].dtype for g in gs):
+                w = weights.detach().to(gs[0].dtype).unbind()
+                gs = torch._foreach_mul(gs, [w[t] for t, _, _ in flat])
+            else:
+                w = weights.detach().unbind()
+                gs = [g * w[t].to(g.dtype) for (t, _, _), g in zip(flat, gs, strict=True)]
+            for (_, i, _), g in zip(flat, gs, strict=True):
+                p = params[i]
+                p.grad = g if p.grad is None else p.grad + g
             return
         lv = self.loss_vector
         w = torch.ones_like(lv) if weights is None else weights.to(lv.dtype).detach()

@@ -161,7 +161,7 @@ def weights_info(task_names: Sequence[str], w: Tensor) -> dict[str, Tensor]:
     w = w.detach()
     if w.shape != (len(task_names),):
         raise ValueError(f"expected {len(task_names)} weights (one per task), got shape {tuple(w.shape)}")
-    return {f"weight/{t}": w[i] for i, t in enumerate(task_names)}
+    return {f"weight/{t}": v for t, v in zip(task_names, w.unbind(), strict=True)}  # one op, not T selects
 
 
 def as_weight_vector(weights: Sequence[float] | Tensor, n_tasks: int | None = None) -> Tensor:

@@ -67,9 +67,10 @@ class _MinNormMethod(Method):
     def task_weights(self, ctx: StepContext) -> Tensor:
         """Min-norm weights α (``[T]``, on the simplex) of this step's (normalized) task gradients."""
         gram = ctx.gramian(self.wrt)
-        # Only the loss normalizers read the loss values (in a multi-process run: one all-reduce saved).
-        values = ctx.loss_values if self.normalization in ("loss", "loss+") else ctx.local_loss_values
-        scales = gradient_scales(gram, values, self.normalization)
+        if self.normalization != "none":  # "none": scales 1, G / (1·1) = G exactly; no tensor ops spent on it
+            # Only the loss normalizers read the loss values (in a multi-process run: one all-reduce saved).
+            values = ctx.loss_values if self.normalization in ("loss", "loss+") else ctx.local_loss_values
+            gram = normalize_gramian(gram, gradient_scales(gram, values, self.normalization))
         kwargs: dict[str, float | int | str] = {}
         if self.max_iter is not None:
             kwargs["max_iter"] = self.max_iter
@@ -77,7 +78,7 @@ class _MinNormMethod(Method):
             kwargs["tol"] = self.tol
         if self.solver is not None:
             kwargs["method"] = self.solver
-        return min_norm(normalize_gramian(gram, scales), **kwargs)
+        return min_norm(gram, **kwargs)
 
     def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
         alpha = self.task_weights(ctx)
