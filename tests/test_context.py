@@ -283,3 +283,40 @@ def test_trainer_with_aliases_equals_trainer_without(tiny_multimnist):  # refere
     # (no second pass through the heads); without, one backward of Σ_t α_t L_t: equal up to rounding.
     for k, a in params[0].items():
         assert torch.allclose(a, params[1][k], rtol=1e-5, atol=1e-7), k
+
+
+@pytest.mark.parametrize("aliases", [False, True])
+@pytest.mark.parametrize("batched_fails", [False, True])
+def test_rows_of_a_layer_below_z_come_from_the_rows_at_z(aliases, batched_fails, monkeypatch):
+    """Rows w.r.t. the encoder's last layer (GradNorm's W) for disjoint heads: the rows at z from one call,
+    then one batched product from z down to W (or T products where the batched backward fails). Reference:
+    T separate ``autograd.grad(L_t, W)``. A head's parameter is reached above z: that request takes the
+    per-task path and still equals its reference."""
+    model, x, y, _, _ = _hps_and_loop_view(seed=7, batch=5)
+    names = model.task_names
+    w = model.encoder.fc.weight
+    if batched_fails:
+        real = torch.autograd.grad
+
+        def no_batched(*a, **k):
+            if k.get("is_grads_batched"):
+                raise RuntimeError("no batch rule")
+            return real(*a, **k)
+
+        monkeypatch.setattr(torch.autograd, "grad", no_batched)
+    z = model.encode(x)
+    al = {t: z.view_as(z) for t in names} if aliases else None
+    out = model.decode(al if aliases else z, x)
+    losses = {t: torch.nn.functional.cross_entropy(out[t], y[:, i]) for i, t in enumerate(names)}
+    ctx = StepContext(model, losses, z, z_aliases=[al[t] for t in names] if aliases else None)
+    rows = ctx.jacobian([w])
+    assert "representation" in ctx._jac  # went through the rows at z
+    head_w = model.heads[names[0]][0].weight
+    head_rows = ctx.jacobian([head_w])
+    for i, t in enumerate(names):
+        ref = torch.autograd.grad(losses[t], w, retain_graph=True)[0].reshape(-1)
+        torch.testing.assert_close(rows[i], ref, rtol=1e-12, atol=1e-14)
+        ref_h = torch.autograd.grad(losses[t], head_w, retain_graph=True, allow_unused=True)[0]
+        ref_h = torch.zeros_like(head_w) if ref_h is None else ref_h
+        torch.testing.assert_close(head_rows[i], ref_h.reshape(-1), rtol=1e-12, atol=1e-14)
+    assert torch.count_nonzero(head_rows[1]) == 0  # task 1 does not reach task 0's head

@@ -66,8 +66,6 @@ MUST_SYNC: dict[str, str] = {
     "epo": "exact-Pareto LP solved on the host (scipy.optimize.linprog)",
     "fairgrad": "alpha-fair weights G w = w^(-1/α) solved on the host (scipy.optimize.least_squares)",
     "pmtl": "phase switch on a device flag (`bool(self.feasible)`) and a constrained min-norm on the host",
-    "gradnorm": "checks every step whether the initial losses are recorded (`if bool(isnan(...).any())` in "
-                "gradnorm.py; a host flag would remove it)",
     "pbi": "solvers.scalarizations.pbi checks `(norm == 0).any()` in an `if` (the preference norm; a "
            "check of the solver module, not the method's)",
     "omd_tch": "default conversion='adaptive' with archive_on='step': the credit archive decides dominance of "

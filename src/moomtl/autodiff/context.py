@@ -12,11 +12,13 @@ from torch import Tensor
 
 from moomtl.autodiff.distributed import Reducer
 from moomtl.autodiff.jacobian import (
+    HeadGraph,
     _heads_are_disjoint,
     alias_rows,
     batched_jacobian,
     head_graph,
     hooked_rows,
+    pullback_rows,
     task_jacobian,
 )
 from moomtl.models.base import MultiTaskModel
@@ -75,6 +77,7 @@ class StepContext:
         self._jac: dict[Any, Tensor] = {}
         self._gram: dict[Any, Tensor] = {}
         self._head_grads: list[list[tuple[int, Tensor]]] | None = None
+        self._heads: HeadGraph | None | bool = False  # False: not walked yet this step
         self._shared: list[torch.nn.Parameter] | None = None
         self._specific: list[torch.nn.Parameter] | None = None
 
@@ -173,8 +176,10 @@ class StepContext:
                 jac = batched_jacobian(self.loss_vector, list(self.shared_params))
         else:
             tensors = [wrt] if isinstance(wrt, Tensor) else list(wrt)
-            z = self.z if self.z is not None and self.z.requires_grad else None
-            jac = task_jacobian(losses, tensors, through=z)
+            jac = self._rows_below_z(tensors)
+            if jac is None:
+                z = self.z if self.z is not None and self.z.requires_grad else None
+                jac = task_jacobian(losses, tensors, through=z)
         jac = jac.detach()
         if jac.dtype in (torch.float16, torch.bfloat16):  # rows through autocast regions: solve in float32
             jac = jac.float()
@@ -224,9 +229,7 @@ class StepContext:
             return None
         if self.structure is not None and self.structure.get("heads_disjoint") is False:
             return None
-        heads = head_graph(losses, z)  # this step's nodes (new every step): walked every step, ~0.2 ms at T = 40
-        if self.structure is not None:
-            self.structure["heads_disjoint"] = heads is not None
+        heads = self._head_graph()
         if heads is None:
             return None
         specific = list(self.task_specific_params)
@@ -237,6 +240,36 @@ class StepContext:
         rows, grads = hooked_rows(losses, z, heads.reads, [specific[i] for i in idx])
         self._keep_head_grads(idx, grads, owner)
         return rows
+
+    def _head_graph(self) -> HeadGraph | None:
+        """The disjoint heads above ``z`` in this step's graph (:func:`~moomtl.autodiff.jacobian.head_graph`;
+        its nodes are new every step, so it is walked once per step, ~0.2 ms at T = 40), or ``None``."""
+        if self._heads is False:
+            assert self.z is not None
+            self._heads = head_graph([self.losses[t] for t in self.task_names], self.z)
+            if self.structure is not None:
+                self.structure["heads_disjoint"] = self._heads is not None
+        return self._heads
+
+    def _rows_below_z(self, tensors: Sequence[Tensor]) -> Tensor | None:
+        """Rows ``∂L_t/∂tensors`` for tensors the losses reach only through ``z`` (a layer of the encoder,
+        GradNorm's last shared layer): the rows at ``z`` (one call, which also keeps the heads' own
+        gradients), then one batched vector-Jacobian product from ``z`` down to the tensors
+        (:func:`~moomtl.autodiff.jacobian.pullback_rows`) — instead of ``T`` calls each through head t and
+        the layers between. ``None`` (the caller loops over tasks) without ``z``, under a loss scale, when
+        the heads are not disjoint, or when a tensor is reached above ``z`` (a head parameter, a skip
+        connection into a head)."""
+        z = self.z
+        if z is None or not z.requires_grad or self.loss_scale != 1.0 or not all(t.requires_grad for t in tensors):
+            return None
+        if self.structure is not None and self.structure.get("heads_disjoint") is False:
+            return None
+        heads = self._head_graph()
+        if heads is None:
+            return None
+        if any(torch.autograd.graph.get_gradient_edge(t).node in heads.nodes for t in tensors):
+            return None
+        return pullback_rows(z, self.jacobian("representation"), tensors)
 
     def _keep_head_grads(self, idx: Sequence[int], grads: Sequence[Tensor | None], owner: Mapping[int, int]) -> None:
         """Keep the heads' own gradients of one call (``grads[k]`` of ``task_specific_params[idx[k]]``),

@@ -85,6 +85,30 @@ def alias_rows(losses: Sequence[Tensor], aliases: Sequence[Tensor],
     return out, list(grads[len(live):])
 
 
+def pullback_rows(target: Tensor, rows: Tensor, inputs: Sequence[Tensor]) -> Tensor:
+    """``[T, n]`` rows ``∂L_t/∂inputs`` (flattened, concatenated; zeros where unused) from the rows
+    ``∂L_t/∂target`` (``[T, target.numel()]``), for inputs the losses reach only through ``target`` (a
+    layer of the encoder below ``z``): by the chain rule row t is the vector-Jacobian product of
+    ``target`` w.r.t. ``inputs`` with the cotangent ``∂L_t/∂target``, and the ``T`` products are ONE
+    vmapped backward from ``target`` down to ``inputs`` (a loop of ``T`` where the graph has no batch
+    rule). The graph is retained."""
+    inputs = list(inputs)
+    t = rows.shape[0]
+    cot = rows.to(target.dtype).reshape(t, *target.shape)
+    try:
+        grads = list(torch.autograd.grad(target, inputs, grad_outputs=cot, retain_graph=True, is_grads_batched=True,
+                                         allow_unused=True))
+    except RuntimeError:
+        per = [torch.autograd.grad(target, inputs, grad_outputs=cot[i], retain_graph=True, allow_unused=True)
+               for i in range(t)]
+        grads = [None if any(p[k] is None for p in per) else torch.stack([p[k] for p in per])
+                 for k in range(len(inputs))]
+    return torch.cat([
+        (g if g is not None else torch.zeros((t, *p.shape), dtype=p.dtype, device=p.device)).reshape(t, -1)
+        for g, p in zip(grads, inputs, strict=True)
+    ], dim=1)
+
+
 def branch_jacobian(losses: Sequence[Tensor], target: Tensor, max_nodes: int = 50_000) -> Tensor | None:
     """Rows ``∂L_t/∂target`` (``[T, target.numel()]``) when every task reaches ``target`` through its own
     sub-graph (hard parameter sharing: ``z`` → head_t → L_t); ``None`` otherwise.
@@ -119,6 +143,8 @@ class HeadGraph(NamedTuple):
     reads: list[list[tuple[Any, int]]]
     #: per task, the leaf tensors (parameters) its head reaches above the tensor
     leaves: list[list[Tensor]]
+    #: every backward node above the tensor, with the task whose head it belongs to
+    nodes: dict[Any, int]
 
 
 def head_graph(losses: Sequence[Tensor], target: Tensor, max_nodes: int = 50_000) -> HeadGraph | None:
@@ -129,7 +155,7 @@ def head_graph(losses: Sequence[Tensor], target: Tensor, max_nodes: int = 50_000
     ``max_nodes``."""
     edge = torch.autograd.graph.get_gradient_edge(target)
     owner: dict[Any, int] = {}
-    found = HeadGraph([], [])
+    found = HeadGraph([], [], owner)
     for task, loss in enumerate(losses):
         mine: list[tuple[Any, int]] = []
         leaves: list[Tensor] = []

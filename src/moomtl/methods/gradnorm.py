@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from moomtl.autodiff import StepContext, task_jacobian
+from moomtl.autodiff import StepContext
 from moomtl.events import TrainState
 from moomtl.methods.base import Method, MethodCard, parameter_dtype, register, weights_info
 from moomtl.models.base import MultiTaskModel
@@ -128,24 +128,27 @@ class GradNorm(Method):
                 raise ValueError(f"gradnorm: parameter {self.layer!r} is not a shared parameter")
             self.layer_name = self.layer
 
-    def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, float]:
+    def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
         if self.layer_name is None:
             raise ValueError("gradnorm: call setup() before backward()")
         lv = ctx.loss_values
-        if bool(torch.isnan(self.initial_losses).any()):
-            self.initial_losses = lv.to(self.initial_losses.dtype).clone()
+        # L_t(0): recorded on the first step (entries still NaN), on the device: no host read per step
+        self.initial_losses = torch.where(torch.isnan(self.initial_losses), lv.to(self.initial_losses.dtype),
+                                          self.initial_losses)
         w_param = ctx.model.get_parameter(self.layer_name)
-        z = ctx.z if ctx.z is not None and ctx.z.requires_grad else None
-        jac = task_jacobian([ctx.losses[t] for t in ctx.task_names], [w_param], through=z)
+        # ∇_W L_t: rows at z in one call, then one batched product down to W when W reaches the losses only
+        # through z (the last shared layer); else T calls (StepContext.jacobian)
+        jac = ctx.jacobian([w_param])
         norms = jac.norm(dim=1)
         w = self.loss_weights.detach()
         gw = gradnorm_weight_grad(w.to(norms), norms, lv.to(norms), self.initial_losses.to(norms), self.alpha)
         gw = gw.to(self.loss_weights)
         self.loss_weights.grad = gw if self.loss_weights.grad is None else self.loss_weights.grad + gw
-        ctx.backward_weighted(w)
+        # ∇(Σ w_t L_t): from the rows at z and the heads' gradients already taken (no second pass through the
+        # heads) when there are any, else one backward
+        ctx.apply_coefficients(w, "representation", head_weights=w)
         info = weights_info(self.task_names, w)
-        norm_list = norms.tolist()
-        info.update({f"grad_norm/{t}": float(v) for t, v in zip(self.task_names, norm_list, strict=True)})
+        info.update({f"grad_norm/{t}": v for t, v in zip(self.task_names, norms.unbind(), strict=True)})
         return info
 
     def on_step_end(self, state: TrainState) -> None:
@@ -157,7 +160,5 @@ class GradNorm(Method):
         w = self.loss_weights
         w.clamp_(min=0.0)
         total = w.sum()
-        if not bool(torch.isfinite(total)) or float(total) <= 0.0:
-            w.fill_(1.0)
-        else:
-            w.mul_(w.numel() / total)
+        ok = torch.isfinite(total) & (total > 0)  # on the device: no host read per step
+        w.copy_(torch.where(ok, w * (w.numel() / torch.where(ok, total, torch.ones_like(total))), torch.ones_like(w)))
