@@ -32,7 +32,8 @@ from moomtl.events import Callback
 #: Cost classes of a step (``MethodCard.cost``), each with what it costs beyond the forward pass.
 COST_CLASSES: dict[str, str] = {
     "loss": "loss weighting: 1 backward",
-    "representation": "representation Jacobian: T backward through the heads (to z), then 1 backward",
+    "representation": ("representation Jacobian: the T rows at z from one backward through the heads (disjoint heads; "
+                       "else T), then 1 backward through the encoder"),
     "shared": "full Jacobian: T backward through the encoder",
 }
 
