@@ -73,16 +73,32 @@ def alias_rows(losses: Sequence[Tensor], aliases: Sequence[Tensor],
     a parameter of one head, that head's own ``∂L_t/∂θ``."""
     extra = list(extra)
     live = [t for t, loss in enumerate(losses) if loss.grad_fn is not None]
-    ref = aliases[0]
-    out = torch.zeros((len(losses), ref.numel()), dtype=ref.dtype, device=ref.device)
+    parts: list[list[Tensor]] = [[] for _ in losses]
     if not live:
-        return out, [None] * len(extra)
+        return _stack_rows(parts, aliases[0]), [None] * len(extra)
     grads = torch.autograd.grad([losses[t] for t in live], [aliases[t] for t in live] + extra, retain_graph=True,
                                 allow_unused=True)
     for t, g in zip(live, grads[: len(live)], strict=True):
         if g is not None:
-            out[t].copy_(g.reshape(-1))
-    return out, list(grads[len(live):])
+            parts[t].append(g)
+    return _stack_rows(parts, aliases[0]), list(grads[len(live):])
+
+
+def _stack_rows(parts: Sequence[Sequence[Tensor]], like: Tensor) -> Tensor:
+    """``[T, like.numel()]``: row t the sum of ``parts[t]`` flattened (one part is the rule: no copy into a
+    buffer, one stack), zeros where a task has none."""
+    zero: Tensor | None = None
+    rows = []
+    for gs in parts:
+        if len(gs) == 1:
+            rows.append(gs[0].reshape(-1))
+        elif gs:
+            rows.append(torch.stack(list(gs)).sum(dim=0).reshape(-1))
+        else:
+            if zero is None:
+                zero = torch.zeros(like.numel(), dtype=like.dtype, device=like.device)
+            rows.append(zero)
+    return torch.stack(rows)
 
 
 def pullback_rows(target: Tensor, rows: Tensor, inputs: Sequence[Tensor]) -> Tensor:
@@ -223,18 +239,7 @@ def hooked_rows(losses: Sequence[Tensor], target: Tensor, reads: list[list[tuple
     finally:
         for h in handles:
             h.remove()
-    zero: Tensor | None = None
-    rows = []
-    for gs in parts:  # one read of target per head (a Linear's input) is the rule: stack, no copies into a buffer
-        if len(gs) == 1:
-            rows.append(gs[0].reshape(-1))
-        elif gs:
-            rows.append(torch.stack(gs).sum(dim=0).reshape(-1))
-        else:
-            if zero is None:
-                zero = torch.zeros(target.numel(), dtype=target.dtype, device=target.device)
-            rows.append(zero)
-    return torch.stack(rows), list(grads[1:])
+    return _stack_rows(parts, target), list(grads[1:])
 
 
 def task_jacobian(
