@@ -118,7 +118,7 @@ class Weighting(Method):
     def weights(self, losses: Tensor, ctx: StepContext) -> Tensor:
         raise NotImplementedError
 
-    def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, float]:
+    def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
         w = self.weights(ctx.loss_values if self.reads_losses else ctx.local_loss_values, ctx)
         ctx.backward_weighted(w)
         return weights_info(self.task_names or ctx.task_names, w)

@@ -81,7 +81,7 @@ class UncertaintyWeighting(Method):
         s = self.log_vars.to(losses.dtype)
         return (c * torch.exp(-s) * losses + share * r * s).sum()
 
-    def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, float]:
+    def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
         # One backward gives the model Σ c e^{-s_t} ∇L_t and s_t its own gradient r − c e^{-s_t} L_t.
         self.objective(ctx.loss_vector, share=1.0 / ctx.world_size).backward()
         c, _ = KENDALL_VARIANTS[self.variant]

@@ -87,7 +87,7 @@ class PCGrad(SeededMethod):
     def random_orders(self, n_tasks: int) -> list[list[int]]:
         return [[j for j in self.rng.permutation(n_tasks).tolist() if j != i] for i in range(n_tasks)]
 
-    def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, float]:
+    def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
         gram = ctx.gramian(self.wrt)
         coef = pcgrad_coefficients(gram, self.random_orders(gram.shape[0]))
         w = coef.sum(dim=0).to(gram)
