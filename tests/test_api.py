@@ -41,8 +41,18 @@ def _grads(model):
     return [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
 
 
+def _view_losses(model, x, y):
+    z = model.encode(x)
+    zs = moomtl.views(z, TASKS)
+    out = model.decode(zs, x)
+    return {t: F.cross_entropy(out[t], y[:, i]) for i, t in enumerate(TASKS)}, zs
+
+
+@pytest.mark.parametrize("features", ["z", "views"])
 @pytest.mark.parametrize("name", sorted(available_methods()))
-def test_same_gradients_as_the_trainer_path(name: str) -> None:
+def test_same_gradients_as_the_trainer_path(name: str, features: str) -> None:
+    """Reference: the trainer's path on the same model and batch; ``features=moomtl.views(z, ...)`` (each
+    head reads its own view) gives the same update as ``features=z``."""
     x, y = _batch()
     ref_model, api_model = _model(), _model()
     ref_method, api_method = build_method(name), build_method(name)
@@ -52,12 +62,53 @@ def test_same_gradients_as_the_trainer_path(name: str) -> None:
     if any(p.requires_grad for p in ref_method.parameters()):  # learned parameters: set up before the optimizer
         setup_method(api_method, TASKS, shared_params=api_model.shared_parameters(),
                      task_params={t: api_model.heads[t].parameters() for t in TASKS})
-    losses, z = _losses(api_model, x, y)
-    info = moomtl.mtl_backward(losses, api_method, shared_params=api_model.shared_parameters(), features=z,
+    losses, feats = (_losses if features == "z" else _view_losses)(api_model, x, y)
+    info = moomtl.mtl_backward(losses, api_method, shared_params=api_model.shared_parameters(), features=feats,
                                task_params={t: api_model.heads[t].parameters() for t in TASKS})
     for a, b in zip(_grads(ref_model), _grads(api_model), strict=True):
         torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
     assert set(info) == set(ref_info or {})
+
+
+def test_views_give_the_rows_in_one_call_and_refuse_other_paths_to_z(monkeypatch) -> None:
+    """With views, a representation-mode step takes its T rows and the heads' gradients in one autograd
+    call (plus the encoder's backward), with no walk of the graph after the first call. Views are refused
+    when a loss reaches z other than through its own view (its rows would miss that path), for another set
+    of tasks, or as a plain mapping."""
+    x, y = _batch()
+    model = _model()
+    method = build_method("mgda_ub")
+    heads = {t: model.heads[t].parameters() for t in TASKS}
+    import moomtl.autodiff.context as context_module
+
+    walks = []
+    real_walk = context_module.head_graph
+    monkeypatch.setattr(context_module, "head_graph", lambda *a, **k: walks.append(1) or real_walk(*a, **k))
+    real_grad, calls = torch.autograd.grad, []
+    for _ in range(2):
+        model.zero_grad(set_to_none=True)
+        losses, zs = _view_losses(model, x, y)
+        monkeypatch.setattr(torch.autograd, "grad", lambda *a, **k: calls.append(1) or real_grad(*a, **k))
+        moomtl.mtl_backward(losses, method, shared_params=model.shared_parameters(), features=zs,
+                            task_params={t: model.heads[t].parameters() for t in TASKS})
+        monkeypatch.setattr(torch.autograd, "grad", real_grad)
+    assert len(calls) == 2 and walks == []  # one rows call per step; the first call's check is api's own walk
+    z = model.encode(x)
+    zs = moomtl.views(z, TASKS)
+    out = model.decode(zs, x)
+    losses = {t: F.cross_entropy(out[t], y[:, i]) for i, t in enumerate(TASKS)}
+    losses["a"] = losses["a"] + 1e-3 * z.sum()  # task a also reads z directly
+    with pytest.raises(ValueError, match="other than through its own view"):
+        moomtl.mtl_backward(losses, build_method("mgda_ub"), shared_params=model.shared_parameters(), features=zs,
+                            task_params=heads)
+    with pytest.raises(ValueError, match="views for tasks"):
+        moomtl.mtl_backward(losses, build_method("mgda_ub"), shared_params=model.shared_parameters(),
+                            features=moomtl.views(z, ["a", "b"]))
+    with pytest.raises(ValueError, match="not a mapping"):
+        moomtl.mtl_backward(losses, build_method("mgda_ub"), shared_params=model.shared_parameters(),
+                            features=dict(zs))
+    with pytest.raises(ValueError, match="requires grad"):
+        moomtl.views(z.detach(), TASKS)
 
 
 def test_sequence_losses_equal_mapping_losses_and_the_task_count_is_fixed() -> None:

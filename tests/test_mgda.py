@@ -18,6 +18,7 @@ from moomtl.models.base import HardParameterSharing, MultiTaskModel
 from moomtl.models.lenet import hps_lenet
 from moomtl.train.context import StepContext, batched_jacobian, branch_jacobian, task_jacobian
 
+
 # --- helpers ---------------------------------------------------------------------------------------
 class AddParameter(nn.Module):
     """An identity encoder with a shared parameter: ``z = x + θ`` with ``θ`` shaped like ``z``, so

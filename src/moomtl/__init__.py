@@ -8,14 +8,14 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["mtl_backward"]
+__all__ = ["mtl_backward", "views"]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "mtl_backward":
-        from moomtl.api import mtl_backward
+    if name in ("mtl_backward", "views"):
+        from moomtl import api
 
-        return mtl_backward
+        return getattr(api, name)
     if name in ("methods", "api", "autodiff"):
         import importlib
 

@@ -12,6 +12,19 @@ Hugging Face): one call in place of ``loss.backward()``.
                             task_params={t: heads[t].parameters() for t in heads})
         opt.step()
 
+For the representation-mode methods (``mgda_ub``, ``graddrop``, ``gradnorm``, every ``wrt: representation``
+variant) a step is cheapest when each head reads its own view of ``z`` (:func:`views`): the ``T`` rows
+``∂L_t/∂z`` and the heads' gradients then come from one backward through the heads with nothing to
+find in the graph, as in :class:`~moomtl.train.trainer.Trainer`; with one ``z`` fed to every head the
+same single call needs a walk of the heads' graph and a hook per head every step:
+
+.. code-block:: python
+
+    zs = moomtl.views(z, heads)                              # {task: a view of z}, one per head
+    losses = {t: F.cross_entropy(heads[t](zs[t]), y[t]) for t in heads}
+    moomtl.mtl_backward(losses, method, shared_params=encoder.parameters(), features=zs,
+                        task_params={t: heads[t].parameters() for t in heads})
+
 The call fills ``.grad`` of the shared and task-specific parameters with the method's update
 (accumulating, as ``backward`` does) and returns what the method logs (detached tensors). Exactly the
 step :class:`~moomtl.train.trainer.Trainer` takes: the trainer calls ``method.backward`` on the same
@@ -67,6 +80,28 @@ class _LoopModel(MultiTaskModel):
         return list(self.heads)
 
 
+class FeatureViews(dict):  # type: ignore[type-arg]
+    """``{task: view of z}`` made by :func:`views`; ``base`` is ``z`` itself."""
+
+    base: Tensor
+
+
+def views(z: Tensor, tasks: Iterable[str] | Mapping[str, Any] | int) -> FeatureViews:
+    """One view of the shared representation ``z`` per task (``z.view_as(z)``: the same values, no copy),
+    to feed head t its own: pass the result as ``features`` of :func:`mtl_backward`. A gradient arriving
+    at view t then comes from task t alone, so one backward through the heads gives every row
+    ``∂L_t/∂z`` (and each head's gradient) of a representation-mode method. ``tasks``: the task names, a
+    mapping keyed by them (the heads), or their number (``task0``, ``task1``, ...)."""
+    if not isinstance(z, Tensor) or not z.requires_grad:
+        raise ValueError("views: z must be the encoder's output (a tensor that requires grad)")
+    names = [f"task{i}" for i in range(tasks)] if isinstance(tasks, int) else list(tasks)
+    if not names:
+        raise ValueError("views: no tasks")
+    out = FeatureViews({t: z.view_as(z) for t in names})
+    out.base = z
+    return out
+
+
 def _parameters(params: ParamsLike, what: str) -> list[nn.Parameter]:
     out = list(params)
     for p in out:
@@ -90,7 +125,8 @@ def _losses(losses: Mapping[str, Tensor] | Sequence[Tensor]) -> dict[str, Tensor
 
 def mtl_backward(
     losses: Mapping[str, Tensor] | Sequence[Tensor], method: Method | str, *, shared_params: ParamsLike,
-    features: Tensor | None = None, task_params: Mapping[str, ParamsLike] | Sequence[ParamsLike] | None = None,
+    features: Tensor | FeatureViews | None = None,
+    task_params: Mapping[str, ParamsLike] | Sequence[ParamsLike] | None = None,
 ) -> dict[str, Any]:
     """Fill ``.grad`` with ``method``'s multi-task update; return its logged values.
 
@@ -102,7 +138,9 @@ def mtl_backward(
             methods).
         shared_params: the parameters every task uses (the encoder's).
         features: the shared representation ``z`` the heads read (needed by representation-mode methods:
-            ``mgda_ub`` and every ``wrt: representation`` variant).
+            ``mgda_ub`` and every ``wrt: representation`` variant), or :func:`views` of it when each head
+            read its own view (the cheaper step; checked on the first call: no loss may reach ``z``
+            other than through its own task's view).
         task_params: each task's own parameters (its head), as a mapping by task or a sequence in task
             order; ``None``: no task-specific parameters. Then methods that form per-task gradients
             (``mgda``, ``pcgrad``, ``upgrad``, ...) give gradients to ``shared_params`` only, while those
@@ -127,25 +165,30 @@ def mtl_backward(
     shared = _parameters(shared_params, "shared_params")
     if not shared:
         raise ValueError("shared_params is empty: give the parameters every task uses (e.g. encoder.parameters())")
-    specific: list[nn.Parameter] = []
-    if task_params is not None:
-        if isinstance(task_params, Mapping) and set(task_params) != set(named):
-            raise ValueError(f"task_params has tasks {sorted(task_params)}, the losses {sorted(named)}")
-        groups = [task_params[t] for t in named] if isinstance(task_params, Mapping) else list(task_params)
-        if len(groups) != len(named):
-            raise ValueError(f"task_params has {len(groups)} groups for {len(named)} losses")
-        for g in groups:
-            specific.extend(_parameters(g, "task_params"))
-    if features is not None:
-        if not isinstance(features, Tensor):
+    if isinstance(task_params, Mapping) and set(task_params) != set(named):
+        raise ValueError(f"task_params has tasks {sorted(task_params)}, the losses {sorted(named)}")
+    specific, groups_of = _task_parameters(task_params, tuple(named), "losses")
+    z, aliases = features, None
+    if isinstance(features, FeatureViews):
+        if set(features) != set(named):
+            raise ValueError(f"features are views for tasks {sorted(features)}, the losses are for {sorted(named)}")
+        z, aliases = features.base, [features[t] for t in named]
+    elif isinstance(features, Mapping):
+        raise ValueError("features: pass z itself or moomtl.views(z, tasks), not a mapping of your own")
+    if z is not None:
+        if not isinstance(z, Tensor):
             raise ValueError("features must be one tensor: the shared representation the heads read")
-        if not features.requires_grad:
+        if not z.requires_grad:
             raise ValueError("features does not require grad: pass the encoder's output z itself, not a detached copy")
-        if not _reaches(list(named.values()), features):
+        if not _reaches(list(named.values()), z):
             raise ValueError("no loss depends on features: pass the tensor the heads read (z = encoder(x))")
     _check_disjoint(shared, specific)
-    model = _loop_model(method, tuple(named), shared, specific, lazy=True)
-    ctx = StepContext(model, named, features, structure=method.__dict__.setdefault("_api_structure", {}))
+    model = _loop_model(method, tuple(named), shared, specific, lazy=True, groups=groups_of)
+    structure = method.__dict__["_api_structure"]
+    if aliases is not None and not structure.get("views_checked"):
+        _check_views(named, z, aliases)
+        structure["views_checked"] = True
+    ctx = StepContext(model, named, z, structure=structure, z_aliases=aliases)
     info = method.backward(named, ctx) or {}
     ref = next(iter(named.values()))
     return {k: v.detach() if isinstance(v, Tensor) else torch.tensor(float(v), device=ref.device)
@@ -169,17 +212,28 @@ def setup_method(
     shared = _parameters(shared_params, "shared_params")
     if not shared:
         raise ValueError("shared_params is empty: give the parameters every task uses (e.g. encoder.parameters())")
-    specific: list[nn.Parameter] = []
-    if task_params is not None:
-        groups = [task_params[t] for t in names] if isinstance(task_params, Mapping) else list(task_params)
-        if len(groups) != len(names):
-            raise ValueError(f"task_params has {len(groups)} groups for {len(names)} tasks")
-        for g in groups:
-            specific.extend(_parameters(g, "task_params"))
+    specific, groups_of = _task_parameters(task_params, names, "tasks")
     _check_disjoint(shared, specific)
     method.__dict__.pop("_api_tasks", None)
-    _loop_model(method, names, shared, specific, lazy=False)
+    _loop_model(method, names, shared, specific, lazy=False, groups=groups_of)
     return method
+
+
+def _task_parameters(task_params: Mapping[str, ParamsLike] | Sequence[ParamsLike] | None, names: tuple[str, ...],
+                     what: str) -> tuple[list[nn.Parameter], list[int] | None]:
+    """The task-specific parameters in task order and the task index of each (``None``: no groups given)."""
+    if task_params is None:
+        return [], None
+    groups = [task_params[t] for t in names] if isinstance(task_params, Mapping) else list(task_params)
+    if len(groups) != len(names):
+        raise ValueError(f"task_params has {len(groups)} groups for {len(names)} {what}")
+    specific: list[nn.Parameter] = []
+    owners: list[int] = []
+    for t, g in enumerate(groups):
+        ps = _parameters(g, "task_params")
+        specific.extend(ps)
+        owners.extend([t] * len(ps))
+    return specific, owners
 
 
 def _reaches(losses: Sequence[Tensor], target: Tensor) -> bool:
@@ -198,6 +252,22 @@ def _reaches(losses: Sequence[Tensor], target: Tensor) -> bool:
     return False
 
 
+def _check_views(losses: Mapping[str, Tensor], z: Tensor, aliases: Sequence[Tensor]) -> None:
+    """Each loss reaches ``z`` only through its own task's view (else its rows from the views would miss
+    the other paths): a walk of the heads' graph down to ``z``, on the first call."""
+    from moomtl.autodiff.jacobian import head_graph
+
+    graph = head_graph(list(losses.values()), z)
+    names = list(losses)
+    if graph is None:
+        raise ValueError("features: the tasks' heads share part of their graph above z (or read one another's "
+                         "views); views need each head to read only its own view — pass features=z instead")
+    for t, (reads, view) in enumerate(zip(graph.reads, aliases, strict=True)):
+        if any(node is not view.grad_fn for node, _ in reads):
+            raise ValueError(f"features: the loss of task {names[t]!r} reaches z other than through its own view "
+                             "(feed head t only moomtl.views(z, ...)[t], or pass features=z)")
+
+
 def _check_disjoint(shared: Sequence[nn.Parameter], specific: Sequence[nn.Parameter]) -> None:
     ids = [id(p) for p in (*shared, *specific)]
     if len(set(ids)) != len(ids):
@@ -205,15 +275,21 @@ def _check_disjoint(shared: Sequence[nn.Parameter], specific: Sequence[nn.Parame
 
 
 def _loop_model(method: Method, tasks: tuple[str, ...], shared: list[nn.Parameter],
-                specific: list[nn.Parameter], lazy: bool) -> _LoopModel:
-    """The adapter of this method's loop, built (and the method set up) on first use, reused after."""
-    key = (tuple(id(p) for p in shared), tuple(id(p) for p in specific))
+                specific: list[nn.Parameter], lazy: bool, groups: Sequence[int] | None = None) -> _LoopModel:
+    """The adapter of this method's loop, built (and the method set up) on first use, reused after. A new
+    adapter (other parameters) starts a new ``structure`` (the static graph facts of the step), in which
+    the owner of each task-specific parameter is its group's task (``groups``)."""
+    key = (tuple(id(p) for p in shared), tuple(id(p) for p in specific), tuple(groups or ()))
     cached = method.__dict__.get("_api_model")
     if cached is not None and cached[0] == key:
         model = cached[1]
     else:
         model = _LoopModel(tasks, shared, specific)
         method.__dict__["_api_model"] = (key, model)
+        structure: dict[str, Any] = {}
+        if groups is not None:
+            structure["head_owner"] = {id(p): t for p, t in zip(specific, groups, strict=True)}
+        method.__dict__["_api_structure"] = structure
     seen = method.__dict__.get("_api_tasks")
     if seen is None:
         before = {id(p) for p in method.parameters()}
