@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from moomtl.autodiff.context import StepContext
 from moomtl.methods import build_method
 from moomtl.methods.fairgrad import fairgrad_residual, fairgrad_weights
+from moomtl.methods.gradvac import gradvac_coefficients
 from moomtl.methods.imtl import _imtl_g_weights
 from moomtl.models.base import HardParameterSharing, MultiTaskModel
 from moomtl.solvers.simplex import project_simplex
@@ -129,6 +130,32 @@ def test_gradvac_matches_libmtl_loop_over_steps(group_type):
         np.testing.assert_allclose(method.targets.numpy(), rho_t, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(got_heads, _head_grads(model, x, y, np.ones(3)), rtol=1e-12, atol=1e-14)
     assert (rho_t != 0).any()  # the targets moved, so the test exercised the EMA
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(2, 9), st.sampled_from([[11], [4, 7]]), st.sampled_from(["conditional", "always"]),
+       st.integers(0, 2**31 - 1))
+def test_gradvac_coefficients_match_libmtl_loop_on_vectors(t, blocks, ema, seed):
+    """Reference: LibMTL's sequential loop (``_gradvac_reference``, conditional EMA) on explicit random
+    gradients — the coefficient form processes the T independent sequences batched over i. Random orders
+    (each task's own permutation), targets in (−0.6, 0.6) so that both branches of ``φ < φ̂`` occur; with
+    ``ema="always"`` the targets are checked against the loop's cosines directly."""
+    rng = np.random.default_rng(seed)
+    g = rng.standard_normal((t, sum(blocks)))
+    g[rng.integers(t)] *= 10.0 ** rng.uniform(-3, 3)  # one row of another scale
+    targets = rng.uniform(-0.6, 0.6, (t, t, len(blocks)))
+    orders = [[j for j in rng.permutation(t).tolist() if j != i] for i in range(t)]
+    edges = np.cumsum([0, *blocks])
+    gram = torch.stack([torch.from_numpy(g[:, a:b] @ g[:, a:b].T) for a, b in zip(edges[:-1], edges[1:], strict=True)])
+    coef, new_t = gradvac_coefficients(gram, torch.from_numpy(targets), orders, 0.3, ema)
+    got = np.concatenate([coef[k].sum(0).numpy() @ g[:, a:b] for k, (a, b) in enumerate(zip(edges[:-1], edges[1:],
+                                                                                          strict=True))])
+    if ema == "conditional":
+        ref, ref_t = _gradvac_reference(g, targets, orders, 0.3, blocks)
+        np.testing.assert_allclose(new_t.numpy(), ref_t, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-9 * np.abs(g).max())
+    else:  # targets move on every visit, whether or not the gradient was changed
+        assert not np.allclose(new_t.numpy(), targets)
 
 
 def test_gradvac_with_beta_zero_is_pcgrad():

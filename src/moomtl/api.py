@@ -120,7 +120,7 @@ def _losses(losses: Mapping[str, Tensor] | Sequence[Tensor]) -> dict[str, Tensor
                              f"{tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__}")
         if not v.requires_grad:
             raise ValueError(f"loss of task {name!r} does not require grad (computed under no_grad, or detached?)")
-    return {k: v.reshape(()) for k, v in named.items()}
+    return {k: v if v.dim() == 0 else v.reshape(()) for k, v in named.items()}  # no view node for a 0-d loss
 
 
 def mtl_backward(

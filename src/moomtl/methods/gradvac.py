@@ -106,23 +106,31 @@ def gradvac_coefficients(
     coef = torch.eye(t, dtype=m.dtype, device=m.device).expand(n_blocks, t, t).clone()
     norms = torch.diagonal(m, dim1=1, dim2=2).clamp_min(0).sqrt()  # [K, T]
     zero = torch.zeros((), dtype=m.dtype, device=m.device)
-    for i in range(t):
-        for j in orders[i]:
-            if j == i:
-                continue
-            c = coef[:, i, :]  # [K, T]
-            dot = (c * m[:, :, j]).sum(-1)  # g_i^{PC} · g_j
-            pc_norm = torch.einsum("kt,kts,ks->k", c, m, c).clamp_min(0).sqrt()
-            gj = norms[:, j]
-            rho = dot / (pc_norm * gj + _EPS)
-            target = phi_hat[i, j]
-            cond = rho < target
-            sq_rho = (1 - rho**2).clamp_min(0).sqrt()
-            sq_tgt = (1 - target**2).clamp_min(0).sqrt()
-            w = pc_norm * (target * sq_rho - rho * sq_tgt) / (gj * sq_tgt + _EPS)
-            coef[:, i, j] = c[:, j] + torch.where(cond, w, zero)
-            updated = (1 - beta) * target + beta * rho
-            phi_hat[i, j] = updated if ema == "always" else torch.where(cond, updated, target)
+    # The T sequences (one per g_i) are independent: position p of every task's order is processed at
+    # once, batched over i (T−1 rounds of small tensor ops instead of T(T−1)); a shorter order (or j = i)
+    # leaves its task untouched in a round.
+    seqs = [[j for j in order if j != i] for i, order in enumerate(orders)]
+    length = max((len(q) for q in seqs), default=0)
+    cols = torch.tensor([q + [i] * (length - len(q)) for i, q in enumerate(seqs)], dtype=torch.long,
+                        device=m.device).reshape(t, length)
+    live = torch.tensor([[p < len(q) for p in range(length)] for q in seqs], dtype=torch.bool,
+                        device=m.device).reshape(t, length)
+    rows = torch.arange(t, device=m.device)
+    for p in range(length):
+        j, act = cols[:, p], live[:, p]  # [T]: the task each g_i meets now, and whether it meets one
+        dot = (coef * m[:, :, j].transpose(1, 2)).sum(-1)  # [K, T]: g_i^{PC} · g_j
+        pc_norm = ((coef @ m) * coef).sum(-1).clamp_min(0).sqrt()  # [K, T]: ‖g_i^{PC}‖
+        gj = norms[:, j]
+        rho = dot / (pc_norm * gj + _EPS)
+        target = phi_hat[rows, j].T  # [K, T]
+        cond = rho < target
+        sq_rho = (1 - rho**2).clamp_min(0).sqrt()
+        sq_tgt = (1 - target**2).clamp_min(0).sqrt()
+        w = pc_norm * (target * sq_rho - rho * sq_tgt) / (gj * sq_tgt + _EPS)
+        coef[:, rows, j] = coef[:, rows, j] + torch.where(cond & act, w, zero)
+        updated = (1 - beta) * target + beta * rho
+        moved = (act if ema == "always" else cond & act)
+        phi_hat[rows, j] = torch.where(moved, updated, target).T
     return coef, phi_hat
 
 
