@@ -224,11 +224,6 @@ class StepContext:
         (:func:`~moomtl.autodiff.jacobian.hooked_rows`) gives every row and, in the same call, each head's
         own gradient ``∂L_t/∂θ_t``; the owner of a task-specific parameter is its head in ``model.heads``,
         else the head whose graph reaches it. ``None`` when the heads share nodes above ``z``."""
-        z = self.z
-        if z is None or not z.requires_grad:
-            return None
-        if self.structure is not None and self.structure.get("heads_disjoint") is False:
-            return None
         heads = self._head_graph()
         if heads is None:
             return None
@@ -237,16 +232,21 @@ class StepContext:
         if owner is None:
             owner = {id(p): t for t, leaves in enumerate(heads.leaves) for p in leaves}
         idx = [i for i, p in enumerate(specific) if id(p) in owner]
-        rows, grads = hooked_rows(losses, z, heads.reads, [specific[i] for i in idx])
+        rows, grads = hooked_rows(losses, self.z, heads.reads, [specific[i] for i in idx])
         self._keep_head_grads(idx, grads, owner)
         return rows
 
     def _head_graph(self) -> HeadGraph | None:
         """The disjoint heads above ``z`` in this step's graph (:func:`~moomtl.autodiff.jacobian.head_graph`;
-        its nodes are new every step, so it is walked once per step, ~0.2 ms at T = 40), or ``None``."""
+        its nodes are new every step, so it is walked once per step, ~0.2 ms at T = 40), or ``None``: no
+        ``z`` that requires grad, or heads that share nodes (this step, or an earlier one per ``structure``)."""
         if self._heads is False:
-            assert self.z is not None
-            self._heads = head_graph([self.losses[t] for t in self.task_names], self.z)
+            z = self.z
+            if z is None or not z.requires_grad or (
+                    self.structure is not None and self.structure.get("heads_disjoint") is False):
+                self._heads = None
+                return None
+            self._heads = head_graph([self.losses[t] for t in self.task_names], z)
             if self.structure is not None:
                 self.structure["heads_disjoint"] = self._heads is not None
         return self._heads
@@ -259,17 +259,15 @@ class StepContext:
         the layers between. ``None`` (the caller loops over tasks) without ``z``, under a loss scale, when
         the heads are not disjoint, or when a tensor is reached above ``z`` (a head parameter, a skip
         connection into a head)."""
-        z = self.z
-        if z is None or not z.requires_grad or self.loss_scale != 1.0 or not all(t.requires_grad for t in tensors):
-            return None
-        if self.structure is not None and self.structure.get("heads_disjoint") is False:
+        if self.loss_scale != 1.0 or not all(t.requires_grad for t in tensors):
             return None
         heads = self._head_graph()
         if heads is None:
             return None
         if any(torch.autograd.graph.get_gradient_edge(t).node in heads.nodes for t in tensors):
             return None
-        return pullback_rows(z, self.jacobian("representation"), tensors)
+        assert self.z is not None
+        return pullback_rows(self.z, self.jacobian("representation"), tensors)
 
     def _keep_head_grads(self, idx: Sequence[int], grads: Sequence[Tensor | None], owner: Mapping[int, int]) -> None:
         """Keep the heads' own gradients of one call (``grads[k]`` of ``task_specific_params[idx[k]]``),
