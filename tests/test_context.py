@@ -320,3 +320,31 @@ def test_rows_of_a_layer_below_z_come_from_the_rows_at_z(aliases, batched_fails,
         ref_h = torch.zeros_like(head_w) if ref_h is None else ref_h
         torch.testing.assert_close(head_rows[i], ref_h.reshape(-1), rtol=1e-12, atol=1e-14)
     assert torch.count_nonzero(head_rows[1]) == 0  # task 1 does not reach task 0's head
+
+
+def test_one_call_rows_sum_a_head_that_reads_z_twice():
+    """A head reading z in two places (a residual ``lin1(z) + lin2(tanh(z))``): the one-call rows add both
+    reads. Reference: T separate ``autograd.grad(L_t, z)``."""
+    from torch import nn
+
+    from moomtl.models.base import HardParameterSharing
+
+    class TwoReads(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 3).double(), nn.Linear(4, 3).double()
+
+        def forward(self, z):
+            return self.a(z) + self.b(torch.tanh(z))
+
+    torch.manual_seed(3)
+    model = HardParameterSharing(nn.Sequential(nn.Linear(5, 4), nn.Tanh()).double(),
+                                 {t: TwoReads() for t in ("p", "q", "r")})
+    x, y = torch.randn(7, 5, dtype=torch.float64), torch.randint(0, 3, (7, 3))
+    losses, z = _losses(model, x, y)
+    ctx = StepContext(model, losses, z)
+    rows = ctx.jacobian("representation")
+    for i, t in enumerate(model.task_names):
+        torch.testing.assert_close(rows[i], torch.autograd.grad(losses[t], z, retain_graph=True)[0].reshape(-1),
+                                   rtol=1e-12, atol=1e-14)
+    assert all(len(pairs) == 4 for pairs in ctx._head_grads)
