@@ -20,7 +20,9 @@ T = 40 (at T = 2 and 10 against its own hand floor).
 * ``moomtl``: ``moomtl.mtl_backward(losses, method, shared_params=encoder, features=z,
   task_params=heads)`` then ``method.on_step_end(state)`` (what a loop must call for the methods with
   between-step updates); for representation-mode methods also ``moomtl (views)``: the same call with
-  each head reading its own view of z (``features=moomtl.views(z, heads)``, what the trainer does);
+  each head reading its own view of z (``features=moomtl.views(z, heads)``, what the trainer does),
+  whose *hand* is one ``autograd.grad`` over the views and the heads' parameters (the rows and the heads'
+  gradients), the Gramian, the weighting and ``z.backward(Σ_t w_t ∂L_t/∂z)``;
 * ``hand``: the least a hand-written loop does for the method's cost class (``Method.card.cost``):
   *loss weighting*: ``sum(losses).backward()`` (the plain loss sum); *representation Jacobian*: ``T``
   ``autograd.grad(L_t, z)``, the ``T×T`` Gramian, the weighting, one backward of ``Σ_t w_t L_t``;
@@ -217,6 +219,34 @@ class HandStep(Stepper):
                 p.grad = g
 
 
+class HandViewsStep(HandStep):
+    """The least a hand-written representation-mode loop does when each head reads its own view of z:
+    ONE ``autograd.grad`` over the views and the heads' parameters gives the T rows and the heads' own
+    gradients, then the Gramian, the weighting, ``z.backward(Σ_t w_t ∂L_t/∂z)`` and each head ``w_t``
+    times its gradient — the floor of the ``moomtl (views)`` rows."""
+
+    def forward(self) -> tuple[Tensor, dict[str, Tensor]]:
+        self.opt.zero_grad(set_to_none=True)
+        z = self.model.encode(self.x)
+        self.views = {t: z.view_as(z) for t in self.names}
+        out = self.model.decode(self.views, self.x)
+        return z, {t: F.cross_entropy(out[t], self.y[:, i]) for i, t in enumerate(self.names)}
+
+    def backward(self, z: Tensor, losses: dict[str, Tensor]) -> None:
+        n = len(self.names)
+        heads = [p for t in self.names for p in self.heads[t]]
+        gs = torch.autograd.grad([losses[t] for t in self.names], [*(self.views[t] for t in self.names), *heads],
+                                 retain_graph=True)
+        rows = torch.stack([g.reshape(-1) for g in gs[:n]])
+        w = self.weighting(rows @ rows.T, self.solver_method).to(rows)
+        z.backward((w @ rows).view_as(z))
+        k = n
+        for i, t in enumerate(self.names):
+            for p in self.heads[t]:
+                p.grad = gs[k] * w[i]
+                k += 1
+
+
 class TorchJDStep(Stepper):
     def __init__(self, n_tasks: int, batch: int, make_aggregator: Callable[[], Any], chunk: int | None) -> None:
         super().__init__(n_tasks, batch, None)
@@ -239,6 +269,7 @@ def variants_of(name: str, n_tasks: int, batch: int, with_torchjd: bool) -> dict
                                "hand": HandStep(n_tasks, batch, name, cost, hand_w)}
     if cost == "representation":
         out["views"] = MoomtlViewsStep(n_tasks, batch, name)
+        out["hand_views"] = HandViewsStep(n_tasks, batch, name, cost, hand_w)
     if with_torchjd and name in _torchjd_aggregators(n_tasks):
         make = _torchjd_aggregators(n_tasks)[name]
         out["torchjd"] = TorchJDStep(n_tasks, batch, make, None)
@@ -366,7 +397,7 @@ def report_setting(n_tasks: int, times: dict[tuple[str, str], list[float]], fail
     misses = []
     for name, variant in sorted({(k[0], k[1]) for k in times if k[1] in ("moomtl", "views")}):
         cost = methods[name].card.cost
-        m, h = med[(name, variant)], med[(name, "hand")]
+        m, h = med[(name, variant)], med[(name, "hand" if variant == "moomtl" else "hand_views")]
         label = f"`{name}`" if variant == "moomtl" else f"`{name}` (views)"
         ratio = m / h
         vs_linear = None if linear is None else m / linear
