@@ -70,12 +70,14 @@ def pmtl_references(n_tasks: int, n_preferences: int) -> np.ndarray:
     return refs / np.linalg.norm(refs, axis=1, keepdims=True)
 
 
-def pmtl_weights(gram: Tensor, losses: Tensor, u: Tensor, others: Tensor, init_phase: bool) -> tuple[Tensor, int]:
+def pmtl_weights(gram: Tensor, losses: Tensor, u: Tensor, others: Tensor, init_phase: bool,
+                 w_mat: Tensor | None = None) -> tuple[Tensor, int]:
     """Task weights of one Pareto MTL step and the number of active constraints (CPU float64 inputs:
     ``gram`` ``[T, T]``, ``losses`` ``[T]``, unit ``u`` ``[T]``, unit ``others`` ``[K', T]``). In the
-    initial phase with no active constraint the weights are all zero (feasible)."""
+    initial phase with no active constraint the weights are all zero (feasible). ``w_mat``: ``others − u``
+    computed once by the caller (at T = 40 the default reference set has 123,410 vectors)."""
     n = losses.numel()
-    w_mat = others - u
+    w_mat = others - u if w_mat is None else w_mat
     act = (w_mat @ (losses / losses.norm().clamp_min(torch.finfo(losses.dtype).tiny))) > 0
     w_act = w_mat[act]
     k = int(act.sum())
@@ -139,6 +141,7 @@ class ParetoMTL(Method):
         # configuration, kept on the CPU where the sub-problem is solved (plain attributes, not state)
         self.target = torch.zeros(0, dtype=torch.float64)
         self.others = torch.zeros(0, 0, dtype=torch.float64)
+        self.w_mat = torch.zeros(0, 0, dtype=torch.float64)
         self.register_buffer("feasible", torch.zeros((), dtype=torch.bool))
 
     def setup(self, task_names: Sequence[str], model: nn.Module) -> None:
@@ -157,6 +160,7 @@ class ParetoMTL(Method):
             u = u / u.norm()
         self.target = u
         self.others = refs[refs @ u < 1 - _PARALLEL]
+        self.w_mat = self.others - u  # the constraint directions, the same every step
         self.feasible = torch.zeros((), dtype=torch.bool)
 
     def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, Tensor | float]:
@@ -166,11 +170,11 @@ class ParetoMTL(Method):
         gram = ctx.gramian("shared").detach().double().cpu()
         lv = ctx.loss_values.detach().double().cpu()
         init = not bool(self.feasible) and ctx.epoch < self.init_epochs
-        w, k = pmtl_weights(gram, lv, self.target, self.others, init_phase=init)
+        w, k = pmtl_weights(gram, lv, self.target, self.others, init_phase=init, w_mat=self.w_mat)
         if init and k == 0:  # feasible: the main phase starts with this batch
             self.feasible.fill_(True)
             init = False
-            w, k = pmtl_weights(gram, lv, self.target, self.others, init_phase=False)
+            w, k = pmtl_weights(gram, lv, self.target, self.others, init_phase=False, w_mat=self.w_mat)
         w = w.to(device=jac.device, dtype=jac.dtype)
         ctx.set_shared_direction(w @ jac)
         ctx.backward_task_specific(w)
