@@ -99,7 +99,9 @@ class ParetoMTL(Method):
     Args:
         preference: the target direction in loss space (non-negative, not all zero), or ``None``.
         preference_index: instead, the index of the reference vector to target (0 … K−1).
-        n_preferences: K, the size of the reference set (paper: 5).
+        n_preferences: K, the size of the reference set for two tasks (paper: 5, evenly spaced on the
+            quarter circle); for T > 2 the Das–Dennis lattice with K − 1 partitions, C(K + T − 2, T − 1)
+            vectors (K = 5: 15 at T = 3, 123,410 at T = 40), see :func:`pmtl_references`.
         init_epochs: longest initial feasibility phase, in epochs (official: 2; 0 skips it).
     """
 
