@@ -224,3 +224,50 @@ def test_gradients_accumulate_like_backward() -> None:
                             task_params={t: model.heads[t].parameters() for t in TASKS})
     for a, b in zip(_grads(ref_model), _grads(model), strict=True):
         torch.testing.assert_close(b, 2 * a, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(available_methods()))
+def test_without_task_params_heads_get_what_one_weighted_backward_gives(name: str) -> None:
+    """No ``task_params``: loss weightings and representation-mode methods (one backward of a weighted sum,
+    or the rows at z and the encoder's cotangent) still give each head its update — the trainer's, which
+    knows the heads (reference: the trainer's path); full-Jacobian methods give the shared parameters
+    only, as documented."""
+    x, y = _batch()
+    ref_model, api_model = _model(), _model()
+    ref_method, api_method = build_method(name), build_method(name)
+    ref_method.setup(TASKS, ref_model)
+    losses, z = _losses(ref_model, x, y)
+    ref_method.backward(losses, StepContext(ref_model, losses, z))
+    if any(p.requires_grad for p in ref_method.parameters()):
+        setup_method(api_method, TASKS, shared_params=api_model.shared_parameters())
+    losses, z = _losses(api_model, x, y)
+    moomtl.mtl_backward(losses, api_method, shared_params=api_model.shared_parameters(), features=z)
+    cost = available_methods()[name].card.cost
+    for a, b in zip(_grads(ref_model.encoder), _grads(api_model.encoder), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+    heads = [p.grad for p in api_model.heads.parameters()]
+    if cost == "shared":
+        assert all(g is None for g in heads)
+    else:
+        for a, b in zip(_grads(ref_model.heads), _grads(api_model.heads), strict=True):
+            torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["mgda_ub", "graddrop", "gradnorm", "linear"])
+def test_views_without_task_params_equal_z_without_task_params(name: str) -> None:
+    """Views without ``task_params``: the heads still get their update (their parameters found by a walk
+    of the heads' graph), the same as with ``features=z`` (reference: that path, checked against the trainer
+    in the test above)."""
+    x, y = _batch()
+    grads = []
+    for views in (False, True):
+        model = _model()
+        method = build_method(name)
+        if any(p.requires_grad for p in method.parameters()) or name == "gradnorm":
+            setup_method(method, TASKS, shared_params=model.shared_parameters())
+        losses, feats = (_view_losses if views else _losses)(model, x, y)
+        moomtl.mtl_backward(losses, method, shared_params=model.shared_parameters(), features=feats)
+        grads.append(_grads(model))
+        assert all(p.grad is not None for p in model.heads.parameters())
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)

@@ -145,11 +145,13 @@ def mtl_backward(
             read its own view (the cheaper step; checked on the first call: no loss may reach ``z``
             other than through its own task's view).
         task_params: each task's own parameters (its head), as a mapping by task or a sequence in task
-            order; ``None``: no task-specific parameters. Then methods that form per-task gradients
-            (``mgda``, ``pcgrad``, ``upgrad``, ...) give gradients to ``shared_params`` only, while those
-            that end in one backward pass of a weighted sum (``linear``, ``kendall``, ``mgda_ub``, ...)
-            reach every parameter of the graph, as ``loss.backward()`` does: pass ``task_params`` to get
-            the heads' update from every method.
+            order; ``None``: no task-specific parameters. Then methods that form per-task gradients of
+            the shared parameters (``mgda``, ``pcgrad``, ``upgrad``, ...) give gradients to
+            ``shared_params`` only, while the loss weightings (``linear``, ``kendall``, ...) and the
+            representation-mode methods (``mgda_ub``, ``graddrop``, ``gradnorm``, ``wrt: representation``)
+            reach every parameter of the graph, as ``loss.backward()`` does (with ``features=z`` the heads'
+            parameters are found in the graph; with views, by one more backward through the heads): pass
+            ``task_params`` to get the heads' update from every method, at the least cost.
 
     Returns:
         what the method logs (task weights, ...), as detached 0-d tensors.

@@ -77,6 +77,8 @@ class StepContext:
         self._jac: dict[Any, Tensor] = {}
         self._gram: dict[Any, Tensor] = {}
         self._head_grads: list[list[tuple[int, Tensor]]] | None = None
+        # the parameters _head_grads index: task_specific_params, or (None given) the heads' leaves found above z
+        self._head_params: list[Tensor] | None = None
         self._heads: HeadGraph | None | bool = False  # False: not walked yet this step
         self._shared: list[torch.nn.Parameter] | None = None
         self._specific: list[torch.nn.Parameter] | None = None
@@ -210,27 +212,44 @@ class StepContext:
         call, every head's own gradient ``∂L_t/∂θ_t`` (kept for :meth:`backward_task_specific`), so that a
         representation-mode update needs no second pass through the heads (:meth:`apply_coefficients`)."""
         assert self.z_aliases is not None
-        owner = self._head_owner()
-        if owner is None:
+        found = self._head_parameters()
+        if found is None:
             return alias_rows(losses, self.z_aliases)[0]
-        specific = list(self.task_specific_params)
-        rows, grads = alias_rows(losses, self.z_aliases, specific)
-        self._keep_head_grads(range(len(specific)), grads, owner)
+        specific, owner = found
+        idx = [i for i, p in enumerate(specific) if id(p) in owner]
+        rows, grads = alias_rows(losses, self.z_aliases, [specific[i] for i in idx])
+        self._keep_head_grads(idx, grads, owner)
         return rows
+
+    def _head_parameters(self) -> tuple[list[Tensor], Mapping[int, int]] | None:
+        """The heads' parameters and ``{id(param): task}``: the task-specific parameters and their heads in
+        ``model.heads`` when the model says; else the leaves each head's graph reaches above ``z`` (one walk
+        per step; with no task-specific parameters named, those leaves are the heads' parameters, and they
+        get their update as from one backward of the weighted sum). ``None`` when the heads are not disjoint."""
+        specific = list(self.task_specific_params)
+        owner = self._head_owner()
+        if owner is not None and specific:
+            return specific, owner
+        heads = self._head_graph()
+        if heads is None:
+            return None
+        owner = {id(p): t for t, leaves in enumerate(heads.leaves) for p in leaves}
+        if not specific:
+            specific = [p for leaves in heads.leaves for p in leaves if p.requires_grad]
+            self._head_params = specific
+        return specific, owner
 
     def _hooked_rows_and_head_grads(self, losses: Sequence[Tensor]) -> Tensor | None:
         """Rows ``∂L_t/∂z`` for one ``z`` fed to every head (no aliases): when the heads are disjoint above
         ``z``, one autograd call with a hook on each head's reads of ``z``
         (:func:`~moomtl.autodiff.jacobian.hooked_rows`) gives every row and, in the same call, each head's
-        own gradient ``∂L_t/∂θ_t``; the owner of a task-specific parameter is its head in ``model.heads``,
-        else the head whose graph reaches it. ``None`` when the heads share nodes above ``z``."""
+        own gradient ``∂L_t/∂θ_t`` (:meth:`_head_parameters`). ``None`` when the heads share nodes above
+        ``z``."""
         heads = self._head_graph()
-        if heads is None:
+        found = None if heads is None else self._head_parameters()
+        if heads is None or found is None:
             return None
-        specific = list(self.task_specific_params)
-        owner = self._head_owner()
-        if owner is None:
-            owner = {id(p): t for t, leaves in enumerate(heads.leaves) for p in leaves}
+        specific, owner = found
         idx = [i for i, p in enumerate(specific) if id(p) in owner]
         rows, grads = hooked_rows(losses, self.z, heads.reads, [specific[i] for i in idx])
         self._keep_head_grads(idx, grads, owner)
@@ -272,7 +291,7 @@ class StepContext:
     def _keep_head_grads(self, idx: Sequence[int], grads: Sequence[Tensor | None], owner: Mapping[int, int]) -> None:
         """Keep the heads' own gradients of one call (``grads[k]`` of ``task_specific_params[idx[k]]``),
         grouped by the task that owns each parameter, for :meth:`backward_task_specific`."""
-        specific = self.task_specific_params
+        specific = self._head_params if self._head_params is not None else self.task_specific_params
         heads: list[list[tuple[int, Tensor]]] = [[] for _ in self.task_names]
         for i, g in zip(idx, grads, strict=True):
             if g is not None:
@@ -412,7 +431,7 @@ class StepContext:
     def backward_task_specific(self, weights: Tensor | None = None) -> None:
         """Give task-specific parameters the gradient of Σ_t w_t L_t (w = 1 by default); since a
         task-specific parameter only affects its own task, each gets (w_t times) its own gradient."""
-        params = self.task_specific_params
+        params = self._head_params if self._head_params is not None else self.task_specific_params
         if not params:
             return
         if self._head_grads is not None:  # kept from the Jacobian calls: no second pass
