@@ -12,7 +12,9 @@ gradients:
 and ``d = Σ α*_t ∇L_t`` is either 0 (Pareto stationary) or decreases every task (Désidéri, 2012).
 MGDA-UB minimizes the upper bound obtained by replacing ``∇_{θ^{sh}} L_t`` with ``∇_Z L_t``, the
 gradient w.r.t. the shared representation ``Z = g(x; θ^{sh})``: one backward through the heads
-gives all ``T`` rows, then ONE backward of ``Σ α_t L_t`` through the whole network updates everything.
+gives all ``T`` rows (and each head's own gradient), then the update of ``Σ α_t L_t``: the encoder gets the
+cotangent ``Σ_t α_t ∇_Z L_t`` in one backward, each head ``α_t`` times its kept gradient — the gradient of
+``Σ α_t L_t`` without a second pass through the heads (with shared heads: one backward of the weighted sum).
 
 Both solve the min-norm problem on the Gramian only (:func:`moomtl.solvers.min_norm.min_norm`), after
 the optional gradient normalization of the authors' code (:mod:`moomtl.methods.normalizers`).
@@ -116,8 +118,9 @@ class MGDA(_MinNormMethod):
 
 @register("mgda_ub", "MGDA-UB: min-norm weights from gradients w.r.t. the shared representation")
 class MGDAUB(_MinNormMethod):
-    """MGDA-UB: α from ``∇_Z L_t`` (``ctx.jacobian("representation")``), then one backward of
-    ``Σ α_t L_t`` through the whole network (``ctx.backward_weighted``). Arguments as :class:`MGDA`.
+    """MGDA-UB: α from ``∇_Z L_t`` (``ctx.jacobian("representation")``), then the gradient of ``Σ α_t L_t``
+    (``ctx.apply_coefficients(α, "representation")``: the encoder's backward from z with the cotangent
+    ``Σ α_t ∇_Z L_t``). Arguments as :class:`MGDA`.
 
     >>> import torch
     >>> from moomtl.models.base import HardParameterSharing
