@@ -52,6 +52,7 @@ import torch
 from torch import Tensor, nn
 
 from moomtl.autodiff import StepContext
+from moomtl.autodiff.jacobian import head_graph
 from moomtl.events import Callback
 from moomtl.methods.base import Method, available_methods, build_method
 from moomtl.models.base import MultiTaskModel
@@ -260,8 +261,6 @@ def _reaches(losses: Sequence[Tensor], target: Tensor) -> bool:
 def _check_views(losses: Mapping[str, Tensor], z: Tensor, aliases: Sequence[Tensor]) -> None:
     """Each loss reaches ``z`` only through its own task's view (else its rows from the views would miss
     the other paths): a walk of the heads' graph down to ``z``, on the first call."""
-    from moomtl.autodiff.jacobian import head_graph
-
     graph = head_graph(list(losses.values()), z)
     names = list(losses)
     if graph is None:

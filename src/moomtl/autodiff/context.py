@@ -13,7 +13,6 @@ from torch import Tensor
 from moomtl.autodiff.distributed import Reducer
 from moomtl.autodiff.jacobian import (
     HeadGraph,
-    _heads_are_disjoint,
     alias_rows,
     batched_jacobian,
     head_graph,
@@ -138,10 +137,7 @@ class StepContext:
             return True
         if self.structure is not None and "heads_disjoint" in self.structure:
             return bool(self.structure["heads_disjoint"])
-        disjoint = _heads_are_disjoint([self.losses[t] for t in self.task_names], self.z, 50_000)
-        if self.structure is not None:
-            self.structure["heads_disjoint"] = disjoint
-        return disjoint
+        return self._head_graph() is not None  # the walk caches its answer in structure
 
     @staticmethod
     def _key(wrt: Wrt) -> Any:
@@ -215,21 +211,21 @@ class StepContext:
         found = self._head_parameters()
         if found is None:
             return alias_rows(losses, self.z_aliases)[0]
-        specific, owner = found
-        idx = [i for i, p in enumerate(specific) if id(p) in owner]
-        rows, grads = alias_rows(losses, self.z_aliases, [specific[i] for i in idx])
+        idx, params, owner = found
+        rows, grads = alias_rows(losses, self.z_aliases, params)
         self._keep_head_grads(idx, grads, owner)
         return rows
 
-    def _head_parameters(self) -> tuple[list[Tensor], Mapping[int, int]] | None:
-        """The heads' parameters and ``{id(param): task}``: the task-specific parameters and their heads in
-        ``model.heads`` when the model says; else the leaves each head's graph reaches above ``z`` (one walk
-        per step; with no task-specific parameters named, those leaves are the heads' parameters, and they
-        get their update as from one backward of the weighted sum). ``None`` when the heads are not disjoint."""
+    def _head_parameters(self) -> tuple[list[int], list[Tensor], Mapping[int, int]] | None:
+        """The heads' parameters to take gradients of in the rows' call — their indices, the parameters and
+        ``{id(param): task}``: the task-specific parameters and their heads in ``model.heads`` when the model
+        says; else the leaves each head's graph reaches above ``z`` (one walk per step; with no task-specific
+        parameters named, those leaves are the heads' parameters, and they get their update as from one
+        backward of the weighted sum). ``None`` when the heads are not disjoint."""
         specific = list(self.task_specific_params)
         owner = self._head_owner()
-        if owner is not None and specific:
-            return specific, owner
+        if owner is not None and specific:  # the model's heads own every task-specific parameter
+            return list(range(len(specific))), specific, owner
         heads = self._head_graph()
         if heads is None:
             return None
@@ -237,7 +233,8 @@ class StepContext:
         if not specific:
             specific = [p for leaves in heads.leaves for p in leaves if p.requires_grad]
             self._head_params = specific
-        return specific, owner
+        idx = [i for i, p in enumerate(specific) if id(p) in owner]
+        return idx, [specific[i] for i in idx], owner
 
     def _hooked_rows_and_head_grads(self, losses: Sequence[Tensor]) -> Tensor | None:
         """Rows ``∂L_t/∂z`` for one ``z`` fed to every head (no aliases): when the heads are disjoint above
@@ -246,12 +243,11 @@ class StepContext:
         own gradient ``∂L_t/∂θ_t`` (:meth:`_head_parameters`). ``None`` when the heads share nodes above
         ``z``."""
         heads = self._head_graph()
-        found = None if heads is None else self._head_parameters()
-        if heads is None or found is None:
+        found = self._head_parameters()
+        if heads is None or found is None:  # (found is None only when heads is)
             return None
-        specific, owner = found
-        idx = [i for i, p in enumerate(specific) if id(p) in owner]
-        rows, grads = hooked_rows(losses, self.z, heads.reads, [specific[i] for i in idx])
+        idx, params, owner = found
+        rows, grads = hooked_rows(losses, self.z, heads.reads, params)
         self._keep_head_grads(idx, grads, owner)
         return rows
 
@@ -303,7 +299,7 @@ class StepContext:
         ``autograd.grad(L_t, inputs + θ_t)`` per task — the least any exact method needs when the heads are
         disjoint (head t, then what lies below ``inputs`` once) — keeping head t's gradients ``∂L_t/∂θ_t`` of
         the same call for :meth:`backward_task_specific`, so no second pass through the heads is needed.
-        ``inputs``: the shared parameters, or ``[z]`` (one ``z`` fed to every head, no aliases). ``θ_t``: the
+        ``inputs``: the shared parameters (rows at ``z`` come from :meth:`_hooked_rows_and_head_grads`). ``θ_t``: the
         task-specific parameters of head t (``model.heads``), else those the first step found ``L_t`` to
         reach (cached in ``structure``, as the disjointness is; a task whose loss had no graph on that step is
         asked again on the next).

@@ -24,11 +24,7 @@ def batched_jacobian(outputs: Tensor, inputs: Sequence[Tensor]) -> Tensor:
             outputs, list(inputs), grad_outputs=eye, retain_graph=True,
             is_grads_batched=True, allow_unused=True,
         )
-        rows = [
-            (g if g is not None else torch.zeros((t, *p.shape), dtype=p.dtype, device=p.device)).reshape(t, -1)
-            for g, p in zip(grads, inputs, strict=True)
-        ]
-        jac = torch.cat(rows, dim=1)
+        jac = _batched_rows(grads, inputs, t)
     except RuntimeError:
         per_task = []
         for i in range(t):
@@ -119,6 +115,12 @@ def pullback_rows(target: Tensor, rows: Tensor, inputs: Sequence[Tensor]) -> Ten
                for i in range(t)]
         grads = [None if any(p[k] is None for p in per) else torch.stack([p[k] for p in per])
                  for k in range(len(inputs))]
+    return _batched_rows(grads, inputs, t)
+
+
+def _batched_rows(grads: Sequence[Tensor | None], inputs: Sequence[Tensor], t: int) -> Tensor:
+    """``[t, n]``: batched gradients ``[t, *input.shape]`` per input flattened and concatenated, zeros for
+    an input no output reached (``None``)."""
     return torch.cat([
         (g if g is not None else torch.zeros((t, *p.shape), dtype=p.dtype, device=p.device)).reshape(t, -1)
         for g, p in zip(grads, inputs, strict=True)
@@ -220,7 +222,7 @@ def hooked_rows(losses: Sequence[Tensor], target: Tensor, reads: list[list[tuple
     run). The same call returns the gradients of ``Σ_t L_t`` w.r.t. ``extra`` (``None`` where unused):
     for a parameter of one head, that head's own ``∂L_t/∂θ``. Same rows as ``T`` calls of
     ``autograd.grad(L_t, target)`` (:func:`branch_jacobian`), without the ``T − 1`` extra engine calls
-    (−1.1 ms of an MGDA-UB step at T = 40, LeNet heads, this CPU)."""
+    (40 LeNet heads on this CPU: the rows 8.2 instead of 9.5 ms, an MGDA-UB step 1.8 ms shorter)."""
     extra = list(extra)
     parts: list[list[Tensor]] = [[] for _ in losses]
     handles = []
