@@ -161,4 +161,5 @@ class GradNorm(Method):
         w.clamp_(min=0.0)
         total = w.sum()
         ok = torch.isfinite(total) & (total > 0)  # on the device: no host read per step
-        w.copy_(torch.where(ok, w * (w.numel() / torch.where(ok, total, torch.ones_like(total))), torch.ones_like(w)))
+        scale = w.numel() / torch.where(ok, total, torch.ones_like(total))  # finite where it is used
+        w.copy_(torch.where(ok, w * scale, torch.ones_like(w)))

@@ -47,6 +47,7 @@ from torch import Tensor, nn
 
 from moomtl.autodiff.context import StepContext
 from moomtl.methods.base import MethodCard, register, shared_parameters_of, weights_info
+from moomtl.methods.pcgrad import PCGrad
 from moomtl.methods.random_weighting import SeededMethod
 
 _EPS = 1e-8  # LibMTL's guard in the cosine and in the coefficient's denominator
@@ -129,7 +130,7 @@ def gradvac_coefficients(
         w = pc_norm * (target * sq_rho - rho * sq_tgt) / (gj * sq_tgt + _EPS)
         coef[:, rows, j] = coef[:, rows, j] + torch.where(cond & act, w, zero)
         updated = (1 - beta) * target + beta * rho
-        moved = (act if ema == "always" else cond & act)
+        moved = act if ema == "always" else cond & act
         phi_hat[rows, j] = torch.where(moved, updated, target).T
     return coef, phi_hat
 
@@ -184,8 +185,8 @@ class GradVac(SeededMethod):
         t = len(task_names)
         self.targets = torch.zeros(t, t, len(self.blocks), dtype=dtype, device=device)
 
-    def random_orders(self, n_tasks: int) -> list[list[int]]:
-        return [[j for j in self.rng.permutation(n_tasks).tolist() if j != i] for i in range(n_tasks)]
+    #: PCGrad's draw: for each task i, its own random permutation of the other tasks
+    random_orders = PCGrad.random_orders
 
     def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
         jac = ctx.jacobian("shared")
