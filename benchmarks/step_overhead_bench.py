@@ -167,16 +167,19 @@ class MoomtlStep(Stepper):
         self.method.on_step_end(self.state)
 
 
-class MoomtlViewsStep(MoomtlStep):
-    """``moomtl`` with each head reading its own view of z (``features=moomtl.views(z, heads)``): the
-    representation-mode methods' cheaper form of the call."""
+class _ViewsForward(Stepper):
+    """The forward pass with each head reading its own view of z; returns the views (``.base`` is z)."""
 
-    def forward(self) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self) -> tuple[Any, dict[str, Tensor]]:
         self.opt.zero_grad(set_to_none=True)
-        z = self.model.encode(self.x)
-        zs = moomtl.views(z, self.names)
+        zs = moomtl.views(self.model.encode(self.x), self.names)
         out = self.model.decode(zs, self.x)
         return zs, {t: F.cross_entropy(out[t], self.y[:, i]) for i, t in enumerate(self.names)}
+
+
+class MoomtlViewsStep(_ViewsForward, MoomtlStep):
+    """``moomtl`` with each head reading its own view of z (``features=moomtl.views(z, heads)``): the
+    representation-mode methods' cheaper form of the call."""
 
 
 class HandStep(Stepper):
@@ -219,23 +222,18 @@ class HandStep(Stepper):
                 p.grad = g
 
 
-class HandViewsStep(HandStep):
+class HandViewsStep(_ViewsForward, HandStep):
     """The least a hand-written representation-mode loop does when each head reads its own view of z:
     ONE ``autograd.grad`` over the views and the heads' parameters gives the T rows and the heads' own
     gradients, then the Gramian, the weighting, ``z.backward(Σ_t w_t ∂L_t/∂z)`` and each head ``w_t``
-    times its gradient — the floor of the ``moomtl (views)`` rows."""
+    times its gradient — the floor of the ``moomtl (views)`` rows (the views are plain ``z.view_as(z)``;
+    nothing of moomtl runs in the backward)."""
 
-    def forward(self) -> tuple[Tensor, dict[str, Tensor]]:
-        self.opt.zero_grad(set_to_none=True)
-        z = self.model.encode(self.x)
-        self.views = {t: z.view_as(z) for t in self.names}
-        out = self.model.decode(self.views, self.x)
-        return z, {t: F.cross_entropy(out[t], self.y[:, i]) for i, t in enumerate(self.names)}
-
-    def backward(self, z: Tensor, losses: dict[str, Tensor]) -> None:
+    def backward(self, zs: Any, losses: dict[str, Tensor]) -> None:  # zs: the views of _ViewsForward
         n = len(self.names)
         heads = [p for t in self.names for p in self.heads[t]]
-        gs = torch.autograd.grad([losses[t] for t in self.names], [*(self.views[t] for t in self.names), *heads],
+        z = zs.base
+        gs = torch.autograd.grad([losses[t] for t in self.names], [*(zs[t] for t in self.names), *heads],
                                  retain_graph=True)
         rows = torch.stack([g.reshape(-1) for g in gs[:n]])
         w = self.weighting(rows @ rows.T, self.solver_method).to(rows)
