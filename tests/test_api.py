@@ -71,8 +71,8 @@ def test_same_gradients_as_the_trainer_path(name: str, features: str) -> None:
 
 
 def test_views_give_the_rows_in_one_call_and_refuse_other_paths_to_z(monkeypatch) -> None:
-    """With views, a representation-mode step takes its T rows and the heads' gradients in one autograd
-    call (plus the encoder's backward), with no walk of the graph after the first call. Views are refused
+    """With views, a representation-mode step is ONE engine call: the T rows, the heads' gradients and the
+    encoder's backward (fused, StepContext.run), with no walk of the graph after the first call. Views are refused
     when a loss reaches z other than through its own view (its rows would miss that path), for another set
     of tasks, or as a plain mapping."""
     x, y = _batch()
@@ -84,15 +84,18 @@ def test_views_give_the_rows_in_one_call_and_refuse_other_paths_to_z(monkeypatch
     walks = []
     real_walk = context_module.head_graph
     monkeypatch.setattr(context_module, "head_graph", lambda *a, **k: walks.append(1) or real_walk(*a, **k))
-    real_grad, calls = torch.autograd.grad, []
+    real_grad, real_backward, calls = torch.autograd.grad, torch.autograd.backward, []
     for _ in range(2):
         model.zero_grad(set_to_none=True)
         losses, zs = _view_losses(model, x, y)
-        monkeypatch.setattr(torch.autograd, "grad", lambda *a, **k: calls.append(1) or real_grad(*a, **k))
+        monkeypatch.setattr(torch.autograd, "grad", lambda *a, **k: calls.append("grad") or real_grad(*a, **k))
+        monkeypatch.setattr(torch.autograd, "backward",
+                            lambda *a, **k: calls.append("backward") or real_backward(*a, **k))
         moomtl.mtl_backward(losses, method, shared_params=model.shared_parameters(), features=zs,
                             task_params={t: model.heads[t].parameters() for t in TASKS})
         monkeypatch.setattr(torch.autograd, "grad", real_grad)
-    assert len(calls) == 2 and walks == []  # one rows call per step; the first call's check is api's own walk
+        monkeypatch.setattr(torch.autograd, "backward", real_backward)
+    assert calls == ["backward", "backward"] and walks == []  # one per step; the first call's check is api's walk
     z = model.encode(x)
     zs = moomtl.views(z, TASKS)
     out = model.decode(zs, x)

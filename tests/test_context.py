@@ -348,3 +348,147 @@ def test_one_call_rows_sum_a_head_that_reads_z_twice():
         torch.testing.assert_close(rows[i], torch.autograd.grad(losses[t], z, retain_graph=True)[0].reshape(-1),
                                    rtol=1e-12, atol=1e-14)
     assert all(len(pairs) == 4 for pairs in ctx._head_grads)
+
+
+def _fusable_configs() -> list[tuple[str, dict]]:
+    """Every registered method, in each configuration with ``wrt`` representation (its default, and
+    ``wrt="representation"`` where it takes one), that declares a fused representation step."""
+    import inspect
+
+    from moomtl.methods import available_methods
+
+    out = []
+    for name, cls in sorted(available_methods().items()):
+        configs = [{}] + ([{"wrt": "representation"}] if "wrt" in inspect.signature(cls.__init__).parameters else [])
+        out.extend((name, kw) for kw in configs if build_method(name, **kw).fuses_representation())
+    return out
+
+
+def _rep_step(model, x, y, aliases: bool, scale: float = 1.0):
+    from moomtl.models.base import decode_with_aliases
+
+    z = model.encode(x)
+    if aliases:
+        out, al = decode_with_aliases(model, z, x, model.task_names)
+    else:
+        out, al = model.decode(z, x), None
+    losses = {t: scale * torch.nn.functional.cross_entropy(out[t], y[:, i]) for i, t in enumerate(model.task_names)}
+    return StepContext(model, losses, z, structure={}, z_aliases=al, loss_scale=scale)
+
+
+def _count_autograd_calls(monkeypatch, calls: list[str]) -> None:
+    real_grad, real_backward = torch.autograd.grad, torch.autograd.backward
+    monkeypatch.setattr(torch.autograd, "grad", lambda *a, **k: calls.append("grad") or real_grad(*a, **k))
+    monkeypatch.setattr(torch.autograd, "backward", lambda *a, **k: calls.append("backward") or real_backward(*a, **k))
+
+
+def test_the_registry_declares_fused_representation_steps():
+    configs = _fusable_configs()
+    names = {n for n, _ in configs}
+    assert {"mgda_ub", "graddrop", "upgrad", "pcgrad", "nash_mtl"} <= names
+    assert ("mgda_ub", {}) in configs and ("upgrad", {}) not in configs  # upgrad's default is wrt="shared"
+    assert not build_method("gradnorm").fuses_representation()  # its rows at W need the graph below z
+    assert not build_method("mgda").fuses_representation()
+
+
+@pytest.mark.parametrize("scale", [1.0, 8.0])
+@pytest.mark.parametrize("aliases", [True, False])
+@pytest.mark.parametrize(("name", "kw"), _fusable_configs())
+def test_fused_representation_step_equals_the_two_call_step(name, kw, aliases, scale, monkeypatch):
+    """Reference: the same method's backward without fusing (the rows' call, then a backward from z with
+    the decided cotangent). ``StepContext.run`` takes the step in ONE engine call (no autograd.grad, one
+    backward), with the same gradients bit for bit — also added to gradients already there, and under a
+    loss scale."""
+    import copy
+
+    names = ("t0", "t1", "t2", "t3")
+    torch.manual_seed(0)
+    base = hps_lenet(names, n_classes=10).eval()
+    x, y = torch.randn(12, 1, 28, 28), torch.randint(0, 10, (12, 4))
+    grads = []
+    for fused in (False, True):
+        model = copy.deepcopy(base)
+        g = torch.Generator().manual_seed(1)
+        for p in model.parameters():  # a gradient accumulated before the step
+            p.grad = torch.randn(p.shape, generator=g)
+        method = build_method(name, **kw)
+        method.setup(names, model)
+        ctx = _rep_step(model, x, y, aliases, scale)
+        calls: list[str] = []
+        _count_autograd_calls(monkeypatch, calls)
+        info = ctx.run(method) if fused else method.backward(ctx.losses, ctx)
+        monkeypatch.undo()
+        if fused:
+            assert calls == ["backward"]
+        else:
+            assert "grad" in calls
+        assert all(torch.isfinite(v).all() for v in info.values())
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_fused_step_that_fails_leaves_the_gradients_as_they_were():
+    """An error of the method inside the backward (here its weighting) reaches the caller with its own type,
+    the heads' gradients are restored and nothing below z has run."""
+    from moomtl.methods.jacobian import JacobianMethod
+
+    def bad(gram):
+        raise ValueError("weighting: the Gramian is not finite")
+
+    names = ("t0", "t1", "t2")
+    torch.manual_seed(0)
+    model = hps_lenet(names, n_classes=10).eval()
+    x, y = torch.randn(6, 1, 28, 28), torch.randint(0, 10, (6, 3))
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 0.5)
+    method = JacobianMethod(weighting=bad, wrt="representation")
+    method.setup(names, model)
+    for aliases in (True, False):
+        ctx = _rep_step(model, x, y, aliases)
+        with pytest.raises(ValueError, match="not finite"):
+            ctx.run(method)
+        assert all(torch.equal(p.grad, torch.full_like(p, 0.5)) for p in model.parameters())
+
+
+def test_a_fused_method_that_reads_more_than_the_rows_is_refused():
+    """A method that declares a fused step but asks for the shared-parameter Jacobian gets one clear error
+    (the graph below z has not run when it decides)."""
+    from moomtl.methods.jacobian import JacobianMethod
+
+    class Claims(JacobianMethod):
+        def backward(self, losses, ctx):
+            ctx.jacobian("representation")
+            ctx.jacobian("shared")
+
+    names = ("t0", "t1")
+    model = hps_lenet(names, n_classes=10).eval()
+    method = Claims(weighting=lambda g: torch.ones(2), wrt="representation")
+    method.setup(names, model)
+    ctx = _rep_step(model, torch.randn(4, 1, 28, 28), torch.randint(0, 10, (4, 2)), aliases=True)
+    with pytest.raises(RuntimeError, match="not available in a fused representation step"):
+        ctx.run(method)
+
+
+def test_a_fused_step_with_z_a_leaf_equals_the_two_call_step():
+    """z a leaf (no encoder below it): the fused step takes z's gradient as the two-call step does (its
+    ``.grad`` the decided cotangent), and the heads get the same weighted gradients."""
+    names = ("t0", "t1", "t2")
+    torch.manual_seed(0)
+    model = hps_lenet(names, n_classes=10).eval()
+    x, y = torch.randn(6, 1, 28, 28), torch.randint(0, 10, (6, 3))
+    z0 = model.encode(x).detach()
+    heads = []
+    for fused in (False, True):
+        model.zero_grad(set_to_none=True)
+        z = z0.clone().requires_grad_()
+        out = model.decode(z, x)
+        losses = {t: torch.nn.functional.cross_entropy(out[t], y[:, i]) for i, t in enumerate(names)}
+        method = build_method("mgda_ub")
+        method.setup(names, model)
+        ctx = StepContext(model, losses, z)
+        ctx.run(method) if fused else method.backward(losses, ctx)
+        heads.append([p.grad.clone() for p in model.heads.parameters()] + [z.grad])
+        assert all(p.grad is None for p in model.encoder.parameters())
+    for a, b in zip(*heads, strict=True):
+        assert torch.equal(a, b)

@@ -195,7 +195,7 @@ def mtl_backward(
         _check_views(named, z, aliases)
         structure["views_checked"] = True
     ctx = StepContext(model, named, z, structure=structure, z_aliases=aliases)
-    info = method.backward(named, ctx) or {}
+    info = ctx.run(method)
     ref = next(iter(named.values()))
     return {k: v.detach() if isinstance(v, Tensor) else torch.tensor(float(v), device=ref.device)
             for k, v in info.items()}

@@ -4,8 +4,8 @@ the shared representation, or any tensors the caller names."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
@@ -15,12 +15,16 @@ from moomtl.autodiff.jacobian import (
     HeadGraph,
     alias_rows,
     batched_jacobian,
+    fused_backward,
     head_graph,
     hooked_rows,
     pullback_rows,
     task_jacobian,
 )
 from moomtl.models.base import MultiTaskModel
+
+if TYPE_CHECKING:
+    from moomtl.methods.base import Method
 
 #: What a Jacobian is taken with respect to: the shared parameters, the shared representation ``z``, or
 #: any tensors of the graph (a chosen layer's output, a subset of parameters).
@@ -81,6 +85,8 @@ class StepContext:
         self._heads: HeadGraph | None | bool = False  # False: not walked yet this step
         self._shared: list[torch.nn.Parameter] | None = None
         self._specific: list[torch.nn.Parameter] | None = None
+        # inside a fused representation step (run): the method's cotangent for z and its heads' weights
+        self._fusing: dict[str, Any] | None = None
 
     @property
     def n_tasks(self) -> int:
@@ -157,6 +163,7 @@ class StepContext:
         key = self._key(wrt)
         if key in self._jac:
             return self._jac[key]
+        self._not_fusing("a Jacobian other than the rows at z")
         losses = [self.losses[t] for t in self.task_names]
         if wrt == "representation":
             if self.z is None:
@@ -178,6 +185,12 @@ class StepContext:
             if jac is None:
                 z = self.z if self.z is not None and self.z.requires_grad else None
                 jac = task_jacobian(losses, tensors, through=z)
+        self._jac[key] = self._finish(jac, wrt)
+        return self._jac[key]
+
+    def _finish(self, jac: Tensor, wrt: Wrt) -> Tensor:
+        """Rows as methods read them: detached, float32 at least, unscaled, and (parameters, several
+        processes) summed over the ranks."""
         jac = jac.detach()
         if jac.dtype in (torch.float16, torch.bfloat16):  # rows through autocast regions: solve in float32
             jac = jac.float()
@@ -185,8 +198,7 @@ class StepContext:
             jac = jac.to(torch.promote_types(jac.dtype, torch.float32)) / self.loss_scale
         if self.reducer is not None and not self._per_sample(wrt):
             jac = self.reducer.sum_(jac.contiguous())  # parameters: the global Jacobian is the sum of ranks'
-        self._jac[key] = jac
-        return self._jac[key]
+        return jac
 
     def _head_owner(self) -> dict[int, int] | None:
         """``{id(param): task index}`` of the task-specific parameters when each belongs to one task's
@@ -367,6 +379,7 @@ class StepContext:
     # --- ways a method turns its decision into parameter gradients -------------------------------
     def backward_weighted(self, weights: Tensor) -> None:
         """Backpropagate Σ_t w_t L_t through the whole network (one backward pass)."""
+        self._not_fusing("backward_weighted")
         w = weights.to(self.loss_vector.dtype).detach()
         (w * self.loss_vector).sum().backward()
 
@@ -374,6 +387,7 @@ class StepContext:
         """Write a flattened update direction (descent: the optimizer subtracts it) into the
         ``.grad`` of the shared parameters. In a multi-process run the direction (computed from global
         quantities) is written as this rank's share ``d / W``; the loop sums the gradients of all ranks."""
+        self._not_fusing("set_shared_direction")
         if self.reducer is not None:
             direction = direction / self.reducer.world_size
         if self.loss_scale != 1.0:
@@ -403,16 +417,13 @@ class StepContext:
         if wrt != "representation":
             raise ValueError(f"wrt must be 'shared' or 'representation', got {wrt!r}")
         rows = self._jac.get("representation")
-        if rows is not None and self._head_grads is not None and self.z is not None:
-            # Rows and head gradients came from the same calls (over the aliases, or one per disjoint head):
-            # the encoder gets the cotangent Σ_t c_t ∂L_t/∂z directly (no second pass through the heads),
-            # the heads w_t ∇_{θ^t} L_t.
-            cot = coef.to(rows).detach() @ rows
-            if self.loss_scale != 1.0:
-                cot = cot * self.loss_scale
-            self.z.backward(cot.view_as(self.z).to(self.z.dtype))
-            self.backward_task_specific(head_weights)
+        if rows is not None and (self._head_grads is not None or self._fusing is not None) and self.z is not None:
+            # Rows and head gradients came from the same calls (over the aliases, or one per disjoint head), or
+            # the step is fused: the encoder gets the cotangent Σ_t c_t ∂L_t/∂z directly (no second pass
+            # through the heads), the heads w_t ∇_{θ^t} L_t.
+            self.backward_representation(coef.to(rows).detach() @ rows, head_weights)
             return
+        self._not_fusing("apply_coefficients without the rows at z")
         if head_weights is not None and head_weights is coef:
             self.backward_weighted(coef)
             return
@@ -424,9 +435,129 @@ class StepContext:
                 p.grad = g.clone() if p.grad is None else p.grad + g
         self.backward_task_specific(head_weights)
 
+    def backward_representation(self, grad_z: Tensor, head_weights: Tensor | None = None) -> None:
+        """The end of a representation-mode update that is not a combination of the rows (GradDrop's masked
+        sum): the encoder gets the cotangent ``grad_z`` at ``z`` (unscaled, as the rows are; shaped like ``z``
+        or flattened) and the task-specific parameters ``w_t ∇_{θ^t} L_t`` (:meth:`backward_task_specific`).
+        In a fused step (:meth:`run`) the cotangent goes to the running backward instead."""
+        if self.z is None:
+            raise ValueError("this step has no shared representation z (model lacks encode())")
+        cot = grad_z.detach()
+        if self.loss_scale != 1.0:
+            cot = cot * self.loss_scale
+        cot = cot.reshape(self.z.shape).to(self.z.dtype)
+        if self._fusing is not None:
+            self._fusing["cot"] = cot
+        else:
+            self.z.backward(cot)
+        self.backward_task_specific(head_weights)
+
+    # --- one backward for a representation-mode step ------------------------------------------------
+    def run(self, method: Method) -> dict[str, Any]:
+        """``method.backward(losses, self)``, the way every loop calls a method (the trainer,
+        :func:`moomtl.mtl_backward`). When the method's update needs nothing from the graph but the rows
+        ``∂L_t/∂z`` (:meth:`Method.fuses_representation`) and the heads are disjoint above ``z``, the method
+        runs INSIDE one backward of ``Σ_t L_t`` (:func:`~moomtl.autodiff.jacobian.fused_backward`): the
+        moment the rows are known its decision is taken, and the encoder receives the cotangent the
+        method gives, in the same engine call — instead of one call for the rows and a second from ``z``.
+        Same gradients (the same operations on the same rows)."""
+        if method.fuses_representation() and self._fusable():
+            return self._fused(lambda: method.backward(self.losses, self) or {}, method.name or type(method).__name__)
+        return method.backward(self.losses, self) or {}
+
+    def _fusable(self) -> bool:
+        z = self.z
+        if z is None or not z.requires_grad or "representation" in self._jac or self._fusing is not None:
+            return False
+        if not self.shared_params or all(v.grad_fn is None for v in self.losses.values()):
+            return False
+        if self.z_aliases is None and self._head_graph() is None:
+            return False
+        return self._head_parameters() is not None and self._shared_below_z()
+
+    def _shared_below_z(self) -> bool:
+        """Does a shared parameter lie below ``z`` (a leaf ``z`` counts: the fused backward then takes its
+        gradient)? Else the engine would never run ``z``'s hook, and the heads' nodes would not even send
+        their rows. Cached in ``structure``."""
+        assert self.z is not None
+        if self.z.grad_fn is None:
+            return True
+        if self.structure is not None and "shared_below_z" in self.structure:
+            return bool(self.structure["shared_below_z"])
+        shared = {id(p) for p in self.shared_params}
+        stack, seen, found = [self.z.grad_fn], set(), False
+        while stack and not found and len(seen) < 50_000:
+            node = stack.pop()
+            if node in seen:
+                continue
+            seen.add(node)
+            found = id(getattr(node, "variable", None)) in shared
+            stack.extend(nxt for nxt, _ in node.next_functions if nxt is not None)
+        if self.structure is not None:
+            self.structure["shared_below_z"] = found
+        return found
+
+    def _fused(self, decide: Callable[[], dict[str, Any]], who: str) -> dict[str, Any]:
+        """Run ``decide`` (the method's backward) inside one backward (:meth:`run`); the heads' own gradients
+        accumulate there unweighted and are weighted afterwards (what the method asked for through
+        :meth:`backward_task_specific`); ``.grad`` the heads held before the step is kept and added."""
+        found = self._head_parameters()
+        assert found is not None and self.z is not None
+        idx, params, owner = found
+        stash = [p.grad for p in params]
+        for p in params:
+            p.grad = None
+        self._fusing = {"cot": None, "head_weights": False, "who": who}  # False: the heads not given theirs
+        result: list[dict[str, Any]] = []
+
+        def cotangent(rows: Tensor) -> Tensor:
+            self._jac["representation"] = self._finish(rows, "representation")
+            result.append(decide())
+            cot = self._fusing["cot"] if self._fusing is not None else None
+            if cot is None:
+                raise RuntimeError(f"{who}: a fused representation step must end with apply_coefficients(..., "
+                                   "'representation') or backward_representation")
+            return cot
+
+        losses = [self.losses[t] for t in self.task_names]
+        heads = None if self.z_aliases is not None else self._head_graph()
+        below = [*self.shared_params, *params] + ([self.z] if self.z.grad_fn is None else [])  # z a leaf: its .grad
+        try:
+            _, decided = fused_backward(losses, self.z, cotangent, below, aliases=self.z_aliases,
+                                        reads=None if heads is None else heads.reads)
+            if not decided:  # cannot happen after _fusable (a shared parameter lies below z): never guess
+                raise RuntimeError(f"{who}: the fused backward did not reach z")
+            weights = self._fusing["head_weights"]
+        except BaseException:
+            for p, g in zip(params, stash, strict=True):
+                p.grad = g
+            raise
+        finally:
+            self._fusing = None
+        fresh = [(owner[id(p)], k) for k, p in enumerate(params) if p.grad is not None]
+        if weights is False:  # the method gave the heads nothing
+            for p in params:
+                p.grad = None
+        elif weights is not None and fresh:
+            gs = _weighted([params[k].grad for _, k in fresh], [t for t, _ in fresh], weights, inplace=True)
+            for (_, k), g in zip(fresh, gs, strict=True):
+                params[k].grad = g
+        for p, old in zip(params, stash, strict=True):
+            if old is not None:
+                p.grad = old if p.grad is None else old + p.grad
+        return result[0]
+
+    def _not_fusing(self, what: str) -> None:
+        if self._fusing is not None:
+            raise RuntimeError(f"{self._fusing['who']}: {what} is not available in a fused representation step "
+                               "(the method's fuses_representation() must be False for this configuration)")
+
     def backward_task_specific(self, weights: Tensor | None = None) -> None:
         """Give task-specific parameters the gradient of Σ_t w_t L_t (w = 1 by default); since a
         task-specific parameter only affects its own task, each gets (w_t times) its own gradient."""
+        if self._fusing is not None:  # the running backward gives them theirs; weighted after it (_fused)
+            self._fusing["head_weights"] = weights
+            return
         params = self._head_params if self._head_params is not None else self.task_specific_params
         if not params:
             return
@@ -434,18 +565,8 @@ class StepContext:
             flat = [(t, i, g) for t, pairs in enumerate(self._head_grads) for i, g in pairs]
             if not flat:
                 return
-            gs = [g for _, _, g in flat]
-            # weighted: ONE foreach product over every head's gradients, each by its task's weight (a 0-d
-            # view of w; per tensor if the heads mix dtypes, so no gradient is promoted); unweighted:
-            # copies, so .grad never aliases autograd's
-            if weights is None:
-                gs = [g.clone() for g in gs]
-            elif all(g.dtype == gs[0].dtype for g in gs):
-                w = weights.detach().to(gs[0].dtype).unbind()
-                gs = torch._foreach_mul(gs, [w[t] for t, _, _ in flat])
-            else:
-                w = weights.detach().unbind()
-                gs = [g * w[t].to(g.dtype) for (t, _, _), g in zip(flat, gs, strict=True)]
+            # unweighted: copies, so .grad never aliases autograd's
+            gs = _weighted([g for _, _, g in flat], [t for t, _, _ in flat], weights, inplace=False)
             for (_, i, _), g in zip(flat, gs, strict=True):
                 p = params[i]
                 p.grad = g if p.grad is None else p.grad + g
@@ -456,3 +577,20 @@ class StepContext:
         for p, g in zip(params, grads, strict=True):
             if g is not None:
                 p.grad = g.clone() if p.grad is None else p.grad + g
+
+
+def _weighted(grads: list[Tensor], tasks: Sequence[int], weights: Tensor | None, inplace: bool) -> list[Tensor]:
+    """``w[tasks[k]] · grads[k]`` for every k: ONE foreach product (a 0-d view of ``w`` per tensor; per tensor
+    if the gradients mix dtypes, so none is promoted), in place when the gradients are the caller's own;
+    ``weights=None``: the gradients themselves (copies unless ``inplace``)."""
+    if weights is None:
+        return grads if inplace else [g.clone() for g in grads]
+    if all(g.dtype == grads[0].dtype for g in grads):
+        w = weights.detach().to(grads[0].dtype).unbind()
+        scalars = [w[t] for t in tasks]
+        if inplace:
+            torch._foreach_mul_(grads, scalars)
+            return grads
+        return list(torch._foreach_mul(grads, scalars))
+    w = weights.detach().unbind()
+    return [g.mul_(w[t].to(g.dtype)) if inplace else g * w[t].to(g.dtype) for t, g in zip(tasks, grads, strict=True)]

@@ -3,7 +3,7 @@ representation ``z`` or a chosen layer's output. Pure autograd, no training loop
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -245,6 +245,63 @@ def hooked_rows(losses: Sequence[Tensor], target: Tensor, reads: list[list[tuple
         for h in handles:
             h.remove()
     return _stack_rows(parts, target), list(grads[1:])
+
+
+def fused_backward(losses: Sequence[Tensor], target: Tensor, decide: Callable[[Tensor], Tensor],
+                   inputs: Sequence[Tensor], *, aliases: Sequence[Tensor] | None = None,
+                   reads: list[list[tuple[Any, int]]] | None = None) -> tuple[Tensor, bool]:
+    """ONE backward of ``Σ_t L_t`` through the heads and on below ``target`` (the shared representation
+    ``z``) in which the part below ``target`` receives the cotangent ``decide(rows)`` instead of
+    ``Σ_t ∂L_t/∂z``: the rows ``∂L_t/∂z`` (``[T, target.numel()]``) are kept by a hook on each head's
+    alias of ``target`` (``aliases[t]``, head t's own view, as :func:`alias_rows`) or on each node of head t
+    that reads it (``reads``, as :func:`hooked_rows`), and a hook on ``target`` — which the engine runs
+    once every head has sent its share — replaces the sum by what ``decide`` makes of them (shaped like
+    ``target``). Leaves in ``inputs`` accumulate into ``.grad`` as ``backward`` does: the heads' parameters
+    ``∂L_t/∂θ_t``, those below ``target`` the gradient of the decided cotangent. Against taking the rows
+    in one call and then a second backward from ``target`` (the split), this saves an engine call and
+    keeps no graph (measured at T = 40: ``docs/benchmarks_steps.md``).
+
+    Returns ``(rows, decided)``; ``decided`` is False when the engine never reached ``target`` (no input
+    lies below it): ``decide`` was then not called. An exception of ``decide`` ends the backward (the
+    heads' ``.grad`` may hold part of theirs, nothing below ``target`` has run)."""
+    if (aliases is None) == (reads is None):
+        raise ValueError("fused_backward: give the heads' aliases or their reads of target (one of the two)")
+    live = [t for t, loss in enumerate(losses) if loss.grad_fn is not None]
+    parts: list[list[Tensor]] = [[] for _ in losses]
+    out: list[Tensor] = []
+
+    def keep_alias(t: int) -> Callable[[Tensor], None]:
+        def hook(grad: Tensor) -> None:
+            parts[t].append(grad)
+        return hook
+
+    def keep_read(t: int, i: int) -> Any:
+        def hook(grad_inputs: tuple[Tensor | None, ...], _grad_outputs: tuple[Tensor | None, ...]) -> None:
+            g = grad_inputs[i]
+            if g is not None:
+                parts[t].append(g)
+        return hook
+
+    def replace(grad: Tensor) -> Tensor:
+        rows = _stack_rows(parts, target)
+        out.append(rows)
+        return decide(rows).reshape(grad.shape).to(grad.dtype)
+
+    handles = []
+    try:
+        for t in live:
+            if aliases is not None:
+                handles.append(aliases[t].register_hook(keep_alias(t)))
+            else:
+                assert reads is not None
+                handles.extend(node.register_hook(keep_read(t, i)) for node, i in reads[t])
+        handles.append(target.register_hook(replace))
+        if live:
+            torch.autograd.backward([losses[t] for t in live], inputs=list(inputs))
+    finally:
+        for h in handles:
+            h.remove()
+    return (out[0], True) if out else (_stack_rows(parts, target), False)
 
 
 def task_jacobian(

@@ -68,7 +68,7 @@ class Step:
         out, aliases = decode_with_aliases(self.model, z, self.x, names)  # as the trainer: one alias per head
         losses = {t: self.tasks[t].loss(out[t], self.targets[t]) for t in names}
         ctx = StepContext(self.model, losses, z, self.step, structure=self.structure, z_aliases=aliases)
-        self.method.backward(losses, ctx)
+        ctx.run(self.method)
         self.opt.step()
         self.step += 1
 

@@ -83,6 +83,9 @@ class Method(nn.Module, Callback):
     positive_preference: ClassVar[bool] = False
     #: Paper, equation, cost class, state and reference test (``docs/methods.md``).
     card: ClassVar[MethodCard | None] = None
+    #: In representation mode the method's step only combines the rows ``∂L_t/∂z`` (see
+    #: :meth:`fuses_representation`).
+    fuses_rows: ClassVar[bool] = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -100,6 +103,15 @@ class Method(nn.Module, Callback):
     def backward(self, losses: Mapping[str, Tensor], ctx: StepContext) -> dict[str, Tensor | float]:
         """Fill ``.grad``; return values to log (detached 0-d tensors, so no host sync per step)."""
         raise NotImplementedError
+
+    def fuses_representation(self) -> bool:
+        """True when :meth:`backward`, as configured, needs nothing from the graph but the rows ``∂L_t/∂z``
+        (``ctx.jacobian``/``ctx.gramian("representation")``, the loss values) and ends with
+        ``ctx.apply_coefficients(..., "representation")`` or ``ctx.backward_representation``: loops
+        (:meth:`StepContext.run <moomtl.autodiff.context.StepContext.run>`) may then run it inside one
+        backward through heads and encoder. By default: :attr:`fuses_rows` and ``wrt`` (where the method
+        has one) ``"representation"``."""
+        return self.fuses_rows and getattr(self, "wrt", "representation") == "representation"
 
     def extra_repr(self) -> str:
         params = inspect.signature(type(self).__init__).parameters

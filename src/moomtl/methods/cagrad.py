@@ -189,6 +189,7 @@ class CAGrad(Method):
         wrt: ``"shared"`` (the paper) or ``"representation"`` (decide from ∂L/∂z, then one backward).
     """
 
+    fuses_rows = True
     card = MethodCard(
         paper="Liu et al., 2021, Conflict-Averse Gradient Descent for Multi-task Learning, NeurIPS 2021",
         url="https://arxiv.org/abs/2110.14048",

@@ -71,6 +71,7 @@ class GradDrop(SeededMethod):
         seed: seed of the uniform draws ``U``.
     """
 
+    fuses_rows = True
     card = MethodCard(
         paper=(
             "Chen et al., 2020, Just Pick a Sign: Optimizing Deep Multitask Models with Gradient Sign Dropout, "
@@ -106,12 +107,7 @@ class GradDrop(SeededMethod):
         purity, masks = _purity_and_masks(s, u)
         keep = self.leak + (1.0 - self.leak) * masks.to(per_grads.dtype)
         grad_z = (per_grads * keep.unsqueeze(1)).sum(dim=0)
-        ctx.backward_task_specific(None)
-        # Rows are unscaled by the context under a loss scale: the gradient fed back is scaled like the rest.
-        scale = float(getattr(ctx, "loss_scale", 1.0))
-        if scale != 1.0:
-            grad_z = grad_z * scale
-        torch.autograd.backward(z, grad_tensors=grad_z.to(z.dtype))
+        ctx.backward_representation(grad_z, None)  # scaled like the rest under a loss scale
         kept = masks.to(per_grads.dtype).flatten(1).mean(dim=1)
         info = weights_info(self.task_names or ctx.task_names, self.leak + (1.0 - self.leak) * kept)
         info["graddrop/purity"] = purity.detach().mean()

@@ -65,6 +65,8 @@ class JacobianMethod(Method):
         wrt: ``"shared"`` (parameters) or ``"representation"`` (``z``).
     """
 
+    fuses_rows = True
+
     def __init__(self, weighting: Callable[[Tensor], Tensor] | None = None, wrt: Wrt = "shared") -> None:
         super().__init__()
         if wrt not in WRT:

@@ -46,6 +46,7 @@ class _MinNormMethod(Method):
     """Shared part of MGDA and MGDA-UB: Gramian → normalization → min-norm weights α."""
 
     wrt: ClassVar[Wrt] = "shared"
+    fuses_rows = True
 
     def __init__(
         self, normalization: str = "none", max_iter: int | None = None, tol: float | None = None,

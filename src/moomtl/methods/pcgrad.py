@@ -67,6 +67,7 @@ class PCGrad(SeededMethod):
     runs the projections on the gradients w.r.t. the shared representation (one backward through the
     encoder, like MGDA-UB) instead of the shared parameters."""
 
+    fuses_rows = True
     card = MethodCard(
         paper="Yu et al., 2020, Gradient Surgery for Multi-Task Learning, NeurIPS 2020",
         url="https://arxiv.org/abs/2001.06782",

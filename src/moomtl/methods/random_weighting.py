@@ -137,6 +137,7 @@ class RandomGradientWeighting(_RandomSimplex):
     parameters get ``λ_t ∇L_t`` (the gradient of ``Σ λ_t L_t``, as in RLW). ``wrt="representation"``
     normalizes by ``‖∂L_t/∂z‖`` instead (no per-task encoder backward)."""
 
+    fuses_rows = True
     card = MethodCard(
         paper=(
             "Lin et al., 2022, Reasonable Effectiveness of Random Weighting: A Litmus Test for Multi-Task Learning, "

@@ -64,6 +64,9 @@ class ConditionedMethod(Method):
         getattr(self.inner, self.buffer).copy_(pref.detach())
         return self.inner.backward(losses, ctx)
 
+    def fuses_representation(self) -> bool:
+        return self.inner.fuses_representation()
+
     def on_train_begin(self, state: TrainState) -> None:
         self.inner.on_train_begin(state)
 

@@ -349,7 +349,7 @@ class Trainer:
             step_losses = dict(zip(task_names, values, strict=True))
             finite = finite & torch.isfinite(values).all()
             try:
-                info = self.method.backward(losses, ctx) or {}
+                info = ctx.run(self.method)
             except (ValueError, RuntimeError):
                 if not bool(finite):
                     raise self._diverged(step_losses, state) from None
