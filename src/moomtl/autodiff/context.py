@@ -475,6 +475,18 @@ class StepContext:
             return False
         return self._head_parameters() is not None and self._shared_below_z()
 
+    def _heads_leaves_known(self, params: Sequence[Tensor]) -> bool:
+        """Is every leaf the heads reach above ``z`` one of ``params`` (the heads' parameters the step weights)?
+        Cached in ``structure`` (one walk of the heads, on the first step)."""
+        if self.structure is not None and "head_leaves_known" in self.structure:
+            return bool(self.structure["head_leaves_known"])
+        heads = self._head_graph()
+        ids = {id(p) for p in params}
+        known = heads is not None and all(id(p) in ids for leaves in heads.leaves for p in leaves if p.requires_grad)
+        if self.structure is not None:
+            self.structure["head_leaves_known"] = known
+        return known
+
     def _shared_below_z(self) -> bool:
         """Does a shared parameter lie below ``z`` (a leaf ``z`` counts: the fused backward then takes its
         gradient)? Else the engine would never run ``z``'s hook, and the heads' nodes would not even send
@@ -505,8 +517,10 @@ class StepContext:
         assert found is not None and self.z is not None
         idx, params, owner = found
         stash = [p.grad for p in params]
-        for p in params:
-            p.grad = None
+        held = any(g is not None for g in stash)
+        if held:
+            for p in params:
+                p.grad = None
         self._fusing = {"cot": None, "head_weights": False, "who": who}  # False: the heads not given theirs
         result: list[dict[str, Any]] = []
 
@@ -521,7 +535,10 @@ class StepContext:
 
         losses = [self.losses[t] for t in self.task_names]
         heads = None if self.z_aliases is not None else self._head_graph()
-        below = [*self.shared_params, *params] + ([self.z] if self.z.grad_fn is None else [])  # z a leaf: its .grad
+        # every leaf (as loss.backward(); naming them costs the engine a walk) unless the heads reach leaves
+        # the step must not touch; then the shared parameters, the heads' and z itself when it is a leaf
+        below = None if self._heads_leaves_known(params) else (
+            [*self.shared_params, *params] + ([self.z] if self.z.grad_fn is None else []))
         try:
             _, decided = fused_backward(losses, self.z, cotangent, below, aliases=self.z_aliases,
                                         reads=None if heads is None else heads.reads)
@@ -534,17 +551,17 @@ class StepContext:
             raise
         finally:
             self._fusing = None
-        fresh = [(owner[id(p)], k) for k, p in enumerate(params) if p.grad is not None]
         if weights is False:  # the method gave the heads nothing
             for p in params:
                 p.grad = None
-        elif weights is not None and fresh:
-            gs = _weighted([params[k].grad for _, k in fresh], [t for t, _ in fresh], weights, inplace=True)
-            for (_, k), g in zip(fresh, gs, strict=True):
-                params[k].grad = g
-        for p, old in zip(params, stash, strict=True):
-            if old is not None:
-                p.grad = old if p.grad is None else old + p.grad
+        elif weights is not None:
+            fresh = [(owner[id(p)], g) for p, g in zip(params, [p.grad for p in params], strict=True) if g is not None]
+            if fresh:  # the engine's own tensors: weighted in place
+                _weighted([g for _, g in fresh], [t for t, _ in fresh], weights, inplace=True)
+        if held:
+            for p, old in zip(params, stash, strict=True):
+                if old is not None:
+                    p.grad = old if p.grad is None else old + p.grad
         return result[0]
 
     def _not_fusing(self, what: str) -> None:
