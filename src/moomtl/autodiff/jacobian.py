@@ -257,10 +257,10 @@ def fused_backward(losses: Sequence[Tensor], target: Tensor, decide: Callable[[T
     that reads it (``reads``, as :func:`hooked_rows`), and a hook on ``target`` — which the engine runs
     once every head has sent its share — replaces the sum by what ``decide`` makes of them (shaped like
     ``target``). Leaves in ``inputs`` accumulate into ``.grad`` as ``backward`` does: the heads' parameters
-    ``∂L_t/∂θ_t``, those below ``target`` the gradient of the decided cotangent (``None``: every leaf, as ``loss.backward()``; naming
-the inputs makes the engine walk the graph first: +1.5 ms of a 60 ms step at T = 40). Against taking the rows
-    in one call and then a second backward from ``target`` (the split), this saves an engine call and
-    keeps no graph (measured at T = 40: ``docs/benchmarks_steps.md``).
+    ``∂L_t/∂θ_t``, those below ``target`` the gradient of the decided cotangent (``None``: every leaf, as
+    ``loss.backward()``; naming the inputs makes the engine walk the graph first: +1.5 ms of a 60 ms step at
+    T = 40). Against taking the rows in one call and then a second backward from ``target`` (the split),
+    this saves an engine call and keeps no graph (measured at T = 40: ``docs/benchmarks_steps.md``).
 
     Returns ``(rows, decided)``; ``decided`` is False when the engine never reached ``target`` (no input
     lies below it): ``decide`` was then not called. An exception of ``decide`` ends the backward (the
