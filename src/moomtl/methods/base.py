@@ -34,6 +34,8 @@ COST_CLASSES: dict[str, str] = {
     "loss": "loss weighting: 1 backward",
     "representation": ("representation Jacobian: the T rows at z from one backward through the heads (disjoint heads; "
                        "else T), then 1 backward through the encoder"),
+    "layer": ("layer Jacobian: the T rows at z (as representation), then T vector-Jacobian products from z down to "
+              "one shared layer's weight (one batched call), then 1 backward through the encoder"),
     "shared": "full Jacobian: T backward through the encoder",
 }
 

@@ -91,8 +91,8 @@ class GradNorm(Method):
             "backward Σ_t w_t L_t; w descends Σ_t |w_t ‖∇_W L_t‖ − mean_s(w_s ‖∇_W L_s‖) r_t^α|, r_t the relative "
             "inverse training rate"
         ),
-        cost="representation",
-        solver="the T gradients are taken w.r.t. the last shared layer W only (through z)",
+        cost="layer",
+        solver="the T gradients w.r.t. the last shared layer W: the rows at z, then one batched product down to W",
         state="learned task weights w (a parameter) and the first step's losses",
         reference=(
             "tests/test_baselines.py::test_gradnorm_weight_gradient_and_update_on_a_tiny_model (the weight gradient "
