@@ -274,15 +274,35 @@ class TorchJDStep(Stepper):
         jac_to_grad(self.shared, self.aggregator)
 
 
-def variants_of(name: str, n_tasks: int, batch: int, with_torchjd: bool) -> dict[str, Stepper]:
+class TwoCalls:
+    """A ``moomtl`` stepper's step WITHOUT the fused backward (``fuses_representation`` patched to False for
+    the step): the rows' call, then a backward from z — on the same model copy as the fused step."""
+
+    def __init__(self, inner: Stepper) -> None:
+        self.inner = inner
+
+    def step(self) -> None:
+        method = self.inner.method
+        assert method is not None
+        method.fuses_representation = lambda: False  # type: ignore[method-assign]
+        try:
+            self.inner.step()
+        finally:
+            del method.fuses_representation  # back to the class's
+
+
+def variants_of(name: str, n_tasks: int, batch: int, with_torchjd: bool) -> dict[str, Stepper | TwoCalls]:
     cls = available_methods()[name]
     cost = cls.card.cost
     hand_w = _hand_weightings().get(name)
-    out: dict[str, Stepper] = {"moomtl": MoomtlStep(n_tasks, batch, name),
-                               "hand": HandStep(n_tasks, batch, name, cost, hand_w)}
+    out: dict[str, Stepper | TwoCalls] = {"moomtl": MoomtlStep(n_tasks, batch, name),
+                                          "hand": HandStep(n_tasks, batch, name, cost, hand_w)}
     if cost in ("representation", "layer"):
         out["views"] = MoomtlViewsStep(n_tasks, batch, name)
         out["hand_views"] = HandViewsStep(n_tasks, batch, name, cost, hand_w)
+    if build_method(name).fuses_representation():  # the same steps without the fused backward (before it)
+        out["two_calls"] = TwoCalls(out["moomtl"])  # type: ignore[arg-type]
+        out["views_two_calls"] = TwoCalls(out["views"])  # type: ignore[arg-type]
     if with_torchjd and name in _torchjd_aggregators(n_tasks):
         make = _torchjd_aggregators(n_tasks)[name]
         out["torchjd"] = TorchJDStep(n_tasks, batch, make, None)
@@ -292,7 +312,7 @@ def variants_of(name: str, n_tasks: int, batch: int, with_torchjd: bool) -> dict
 
 def time_setting(names: Sequence[str], n_tasks: int, batch: int, rounds: int, warmup: int, seed: int,
                  with_torchjd: bool) -> tuple[dict[tuple[str, str], list[float]], dict[str, str]]:
-    steppers: dict[tuple[str, str], Stepper] = {}
+    steppers: dict[tuple[str, str], Stepper | TwoCalls] = {}
     failed: dict[str, str] = {}
     for name in names:
         try:
@@ -408,10 +428,11 @@ def report_setting(n_tasks: int, times: dict[tuple[str, str], list[float]], fail
              "| TorchJD (ms) | TorchJD seq (ms) | moomtl / TorchJD |",
              "|---|---|---:|---:|---:|---:|---|---:|---:|---:|"]
     misses = []
-    for name, variant in sorted({(k[0], k[1]) for k in times if k[1] in ("moomtl", "views")}):
+    labels = {"moomtl": "", "views": " (views)", "two_calls": " (two calls)", "views_two_calls": " (views, two calls)"}
+    for name, variant in sorted({(k[0], k[1]) for k in times if k[1] in labels}):
         cost = methods[name].card.cost
-        m, h = med[(name, variant)], med[(name, "hand" if variant == "moomtl" else "hand_views")]
-        label = f"`{name}`" if variant == "moomtl" else f"`{name}` (views)"
+        m, h = med[(name, variant)], med[(name, "hand_views" if "views" in variant else "hand")]
+        label = f"`{name}`{labels[variant]}"
         ratio = m / h
         vs_linear = None if linear is None else m / linear
         exact = cost == "loss" or name in hand_w
