@@ -12,11 +12,13 @@ Hugging Face): one call in place of ``loss.backward()``.
                             task_params={t: heads[t].parameters() for t in heads})
         opt.step()
 
-For the representation-mode methods (``mgda_ub``, ``graddrop``, ``gradnorm``, every ``wrt: representation``
-variant) a step is cheapest when each head reads its own view of ``z`` (:func:`views`): the ``T`` rows
-``∂L_t/∂z`` and the heads' gradients then come from one backward through the heads with nothing to
-find in the graph, as in :class:`~moomtl.train.trainer.Trainer`; with one ``z`` fed to every head the
-same single call needs a walk of the heads' graph and a hook per head every step:
+For the representation-mode methods (``mgda_ub``, ``graddrop``, every ``wrt: representation`` variant)
+the whole step is ONE backward: hooks keep the ``T`` rows ``∂L_t/∂z`` as the heads send them, the method
+decides from them inside the backward, and the encoder receives its cotangent in the same engine call
+(:meth:`~moomtl.autodiff.StepContext.run`). With one ``z`` fed to every head the hooks are found by a
+walk of the heads' graph every step (~0.2 ms at 40 heads); with each head reading its own view of ``z``
+(:func:`views`, as in :class:`~moomtl.train.trainer.Trainer`) nothing is looked up in the graph — the
+two forms measure the same within this machine's noise (``docs/benchmarks_steps.md``):
 
 .. code-block:: python
 
@@ -143,16 +145,16 @@ def mtl_backward(
         shared_params: the parameters every task uses (the encoder's).
         features: the shared representation ``z`` the heads read (needed by representation-mode methods:
             ``mgda_ub`` and every ``wrt: representation`` variant), or :func:`views` of it when each head
-            read its own view (the cheaper step; checked on the first call: no loss may reach ``z``
+            read its own view (no graph walk per step; checked on the first call: no loss may reach ``z``
             other than through its own task's view).
         task_params: each task's own parameters (its head), as a mapping by task or a sequence in task
             order; ``None``: no task-specific parameters. Then methods that form per-task gradients of
             the shared parameters (``mgda``, ``pcgrad``, ``upgrad``, ...) give gradients to
-            ``shared_params`` only, while the loss weightings (``linear``, ``kendall``, ...) and the
-            representation-mode methods (``mgda_ub``, ``graddrop``, ``gradnorm``, ``wrt: representation``)
-            reach every parameter of the graph, as ``loss.backward()`` does (with ``features=z`` the heads'
-            parameters are found in the graph; with views, by one more backward through the heads): pass
-            ``task_params`` to get the heads' update from every method, at the least cost.
+            ``shared_params`` only, while the loss weightings (``linear``, ``kendall``, ...), ``gradnorm`` and
+            the representation-mode methods (``mgda_ub``, ``graddrop``, ``wrt: representation``) reach every
+            parameter of the graph, as ``loss.backward()`` does (the heads' parameters are then found by a
+            walk of the heads' graph): pass ``task_params`` to get the heads' update from every method, at
+            the least cost.
 
     Returns:
         what the method logs (task weights, ...), as detached 0-d tensors.
