@@ -213,6 +213,15 @@ def head_graph(losses: Sequence[Tensor], target: Tensor, max_nodes: int = 50_000
     return found
 
 
+def _keep_read(parts: list[Tensor], i: int) -> Any:
+    """A node hook appending what the node sends into its ``i``-th input (a head's share of ``∂L/∂target``)."""
+    def hook(grad_inputs: tuple[Tensor | None, ...], _grad_outputs: tuple[Tensor | None, ...]) -> None:
+        g = grad_inputs[i]
+        if g is not None:
+            parts.append(g)
+    return hook
+
+
 def hooked_rows(losses: Sequence[Tensor], target: Tensor, reads: list[list[tuple[Any, int]]],
                 extra: Sequence[Tensor] = ()) -> tuple[Tensor, list[Tensor | None]]:
     """``[T, n]`` rows ``∂L_t/∂target`` in ONE autograd call when the heads are disjoint above ``target``
@@ -227,18 +236,11 @@ def hooked_rows(losses: Sequence[Tensor], target: Tensor, reads: list[list[tuple
     parts: list[list[Tensor]] = [[] for _ in losses]
     handles = []
 
-    def keep(t: int, i: int) -> Any:
-        def hook(grad_inputs: tuple[Tensor | None, ...], _grad_outputs: tuple[Tensor | None, ...]) -> None:
-            g = grad_inputs[i]
-            if g is not None:
-                parts[t].append(g)
-        return hook
-
     live = [t for t, loss in enumerate(losses) if loss.grad_fn is not None]
     try:
         for t in live:
             for node, i in reads[t]:
-                handles.append(node.register_hook(keep(t, i)))
+                handles.append(node.register_hook(_keep_read(parts[t], i)))
         grads = (torch.autograd.grad([losses[t] for t in live], [target, *extra], retain_graph=True,
                                      allow_unused=True) if live else (None,) * (1 + len(extra)))
     finally:
@@ -276,13 +278,6 @@ def fused_backward(losses: Sequence[Tensor], target: Tensor, decide: Callable[[T
             parts[t].append(grad)
         return hook
 
-    def keep_read(t: int, i: int) -> Any:
-        def hook(grad_inputs: tuple[Tensor | None, ...], _grad_outputs: tuple[Tensor | None, ...]) -> None:
-            g = grad_inputs[i]
-            if g is not None:
-                parts[t].append(g)
-        return hook
-
     def replace(grad: Tensor) -> Tensor:
         rows = _stack_rows(parts, target)
         out.append(rows)
@@ -295,7 +290,7 @@ def fused_backward(losses: Sequence[Tensor], target: Tensor, decide: Callable[[T
                 handles.append(aliases[t].register_hook(keep_alias(t)))
             else:
                 assert reads is not None
-                handles.extend(node.register_hook(keep_read(t, i)) for node, i in reads[t])
+                handles.extend(node.register_hook(_keep_read(parts[t], i)) for node, i in reads[t])
         handles.append(target.register_hook(replace))
         if live:
             root = losses[live[0]] if len(live) == 1 else torch.stack([losses[t] for t in live]).sum()  # one root
