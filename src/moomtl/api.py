@@ -54,7 +54,7 @@ import torch
 from torch import Tensor, nn
 
 from moomtl.autodiff import StepContext
-from moomtl.autodiff.jacobian import head_graph
+from moomtl.autodiff.jacobian import graph_has, head_graph
 from moomtl.events import Callback
 from moomtl.methods.base import Method, available_methods, build_method
 from moomtl.models.base import MultiTaskModel
@@ -247,17 +247,7 @@ def _task_parameters(task_params: Mapping[str, ParamsLike] | Sequence[ParamsLike
 def _reaches(losses: Sequence[Tensor], target: Tensor) -> bool:
     """Does any loss's graph reach ``target`` (a walk of the graph down to it, no backward pass)?"""
     node = torch.autograd.graph.get_gradient_edge(target).node
-    stack = [v.grad_fn for v in losses if v.grad_fn is not None]
-    seen: set[Any] = set()
-    while stack:
-        n = stack.pop()
-        if n is node:
-            return True
-        if n in seen:
-            continue
-        seen.add(n)
-        stack.extend(nxt for nxt, _ in n.next_functions if nxt is not None)
-    return False
+    return graph_has([v.grad_fn for v in losses], lambda n: n is node)
 
 
 def _check_views(losses: Mapping[str, Tensor], z: Tensor, aliases: Sequence[Tensor]) -> None:

@@ -16,6 +16,7 @@ from moomtl.autodiff.jacobian import (
     alias_rows,
     batched_jacobian,
     fused_backward,
+    graph_has,
     head_graph,
     hooked_rows,
     pullback_rows,
@@ -461,19 +462,24 @@ class StepContext:
         moment the rows are known its decision is taken, and the encoder receives the cotangent the
         method gives, in the same engine call — instead of one call for the rows and a second from ``z``.
         Same gradients (the same operations on the same rows)."""
-        if method.fuses_representation() and self._fusable():
-            return self._fused(lambda: method.backward(self.losses, self) or {}, method.name or type(method).__name__)
+        found = self._fusable_heads() if method.fuses_representation() else None
+        if found is not None:
+            return self._fused(lambda: method.backward(self.losses, self) or {}, method.name or type(method).__name__,
+                               found)
         return method.backward(self.losses, self) or {}
 
-    def _fusable(self) -> bool:
+    def _fusable_heads(self) -> tuple[list[int], list[Tensor], Mapping[int, int]] | None:
+        """:meth:`_head_parameters` when this step can be fused (disjoint heads above a ``z`` with a shared
+        parameter below it, rows not taken yet, not inside a fused step already), else ``None``."""
         z = self.z
         if z is None or not z.requires_grad or "representation" in self._jac or self._fusing is not None:
-            return False
+            return None
         if not self.shared_params or all(v.grad_fn is None for v in self.losses.values()):
-            return False
+            return None
         if self.z_aliases is None and self._head_graph() is None:
-            return False
-        return self._head_parameters() is not None and self._shared_below_z()
+            return None
+        found = self._head_parameters()
+        return found if found is not None and self._shared_below_z() else None
 
     def _heads_leaves_known(self, params: Sequence[Tensor]) -> bool:
         """Is every leaf the heads reach above ``z`` one of ``params`` (the heads' parameters the step weights)?
@@ -497,25 +503,19 @@ class StepContext:
         if self.structure is not None and "shared_below_z" in self.structure:
             return bool(self.structure["shared_below_z"])
         shared = {id(p) for p in self.shared_params}
-        stack, seen, found = [self.z.grad_fn], set(), False
-        while stack and not found and len(seen) < 50_000:
-            node = stack.pop()
-            if node in seen:
-                continue
-            seen.add(node)
-            found = id(getattr(node, "variable", None)) in shared
-            stack.extend(nxt for nxt, _ in node.next_functions if nxt is not None)
+        found = graph_has([self.z.grad_fn], lambda node: id(getattr(node, "variable", None)) in shared, 50_000)
         if self.structure is not None:
             self.structure["shared_below_z"] = found
         return found
 
-    def _fused(self, decide: Callable[[], dict[str, Any]], who: str) -> dict[str, Any]:
+    def _fused(self, decide: Callable[[], dict[str, Any]], who: str,
+               found: tuple[list[int], list[Tensor], Mapping[int, int]]) -> dict[str, Any]:
         """Run ``decide`` (the method's backward) inside one backward (:meth:`run`); the heads' own gradients
-        accumulate there unweighted and are weighted afterwards (what the method asked for through
-        :meth:`backward_task_specific`); ``.grad`` the heads held before the step is kept and added."""
-        found = self._head_parameters()
-        assert found is not None and self.z is not None
-        idx, params, owner = found
+        (``found``: :meth:`_fusable_heads`) accumulate there unweighted and are weighted afterwards (what the
+        method asked for through :meth:`backward_task_specific`); ``.grad`` the heads held before the step is
+        kept and added."""
+        assert self.z is not None
+        _, params, owner = found
         stash = [p.grad for p in params]
         held = any(g is not None for g in stash)
         if held:
@@ -540,8 +540,8 @@ class StepContext:
         below = None if self._heads_leaves_known(params) else (
             [*self.shared_params, *params] + ([self.z] if self.z.grad_fn is None else []))
         try:
-            _, decided = fused_backward(losses, self.z, cotangent, below, aliases=self.z_aliases,
-                                        reads=None if heads is None else heads.reads)
+            decided = fused_backward(losses, self.z, cotangent, below, aliases=self.z_aliases,
+                                     reads=None if heads is None else heads.reads)
             if not decided:  # cannot happen after _fusable (a shared parameter lies below z): never guess
                 raise RuntimeError(f"{who}: the fused backward did not reach z")
             weights = self._fusing["head_weights"]

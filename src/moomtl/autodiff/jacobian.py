@@ -213,6 +213,25 @@ def head_graph(losses: Sequence[Tensor], target: Tensor, max_nodes: int = 50_000
     return found
 
 
+def graph_has(roots: Sequence[Any], match: Callable[[Any], bool], max_nodes: int | None = None) -> bool:
+    """Does a backward node reachable from ``roots`` (``grad_fn`` nodes; ``None`` entries skipped) satisfy
+    ``match``? A depth-first walk of the graph, no backward pass, that checks at most ``max_nodes`` nodes
+    (``None``: no bound; ``False`` when the bound is hit)."""
+    stack = [n for n in roots if n is not None]
+    seen: set[Any] = set()
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        if match(node):
+            return True
+        seen.add(node)
+        if max_nodes is not None and len(seen) >= max_nodes:
+            return False
+        stack.extend(nxt for nxt, _ in node.next_functions if nxt is not None)
+    return False
+
+
 def _keep_read(parts: list[Tensor], i: int) -> Any:
     """A node hook appending what the node sends into its ``i``-th input (a head's share of ``∂L/∂target``)."""
     def hook(grad_inputs: tuple[Tensor | None, ...], _grad_outputs: tuple[Tensor | None, ...]) -> None:
@@ -235,7 +254,6 @@ def hooked_rows(losses: Sequence[Tensor], target: Tensor, reads: list[list[tuple
     extra = list(extra)
     parts: list[list[Tensor]] = [[] for _ in losses]
     handles = []
-
     live = [t for t, loss in enumerate(losses) if loss.grad_fn is not None]
     try:
         for t in live:
@@ -251,7 +269,7 @@ def hooked_rows(losses: Sequence[Tensor], target: Tensor, reads: list[list[tuple
 
 def fused_backward(losses: Sequence[Tensor], target: Tensor, decide: Callable[[Tensor], Tensor],
                    inputs: Sequence[Tensor] | None, *, aliases: Sequence[Tensor] | None = None,
-                   reads: list[list[tuple[Any, int]]] | None = None) -> tuple[Tensor, bool]:
+                   reads: list[list[tuple[Any, int]]] | None = None) -> bool:
     """ONE backward of ``Σ_t L_t`` through the heads and on below ``target`` (the shared representation
     ``z``) in which the part below ``target`` receives the cotangent ``decide(rows)`` instead of
     ``Σ_t ∂L_t/∂z``: the rows ``∂L_t/∂z`` (``[T, target.numel()]``) are kept by a hook on each head's
@@ -264,30 +282,24 @@ def fused_backward(losses: Sequence[Tensor], target: Tensor, decide: Callable[[T
     T = 40). Against taking the rows in one call and then a second backward from ``target`` (the split),
     this saves an engine call and keeps no graph (measured at T = 40: ``docs/benchmarks_steps.md``).
 
-    Returns ``(rows, decided)``; ``decided`` is False when the engine never reached ``target`` (no input
-    lies below it): ``decide`` was then not called. An exception of ``decide`` ends the backward (the
+    Returns whether ``decide`` was called: False when the engine never reached ``target`` (no input lies
+    below it; the heads' nodes then do not even send their rows). An exception of ``decide`` ends the backward (the
     heads' ``.grad`` may hold part of theirs, nothing below ``target`` has run)."""
     if (aliases is None) == (reads is None):
         raise ValueError("fused_backward: give the heads' aliases or their reads of target (one of the two)")
     live = [t for t, loss in enumerate(losses) if loss.grad_fn is not None]
     parts: list[list[Tensor]] = [[] for _ in losses]
-    out: list[Tensor] = []
-
-    def keep_alias(t: int) -> Callable[[Tensor], None]:
-        def hook(grad: Tensor) -> None:
-            parts[t].append(grad)
-        return hook
+    decided: list[bool] = []
 
     def replace(grad: Tensor) -> Tensor:
-        rows = _stack_rows(parts, target)
-        out.append(rows)
-        return decide(rows).reshape(grad.shape).to(grad.dtype)
+        decided.append(True)
+        return decide(_stack_rows(parts, target)).reshape(grad.shape).to(grad.dtype)
 
     handles = []
     try:
         for t in live:
             if aliases is not None:
-                handles.append(aliases[t].register_hook(keep_alias(t)))
+                handles.append(aliases[t].register_hook(parts[t].append))  # keeps the grad, returns None
             else:
                 assert reads is not None
                 handles.extend(node.register_hook(_keep_read(parts[t], i)) for node, i in reads[t])
@@ -298,7 +310,7 @@ def fused_backward(losses: Sequence[Tensor], target: Tensor, decide: Callable[[T
     finally:
         for h in handles:
             h.remove()
-    return (out[0], True) if out else (_stack_rows(parts, target), False)
+    return bool(decided)
 
 
 def task_jacobian(
