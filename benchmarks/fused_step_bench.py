@@ -3,8 +3,8 @@
 ``StepContext.run`` runs a method whose representation-mode update only combines the rows ``∂L_t/∂z``
 (``Method.fuses_representation()``) inside one backward (``moomtl.autodiff.jacobian.fused_backward``); the
 two-call step takes the rows in one autograd call and then backpropagates the encoder from ``z``. Here each
-``moomtl`` stepper is stepped both ways, the way chosen per step (``fuses_representation`` patched on the
-instance), so the two share one model copy, one optimizer and one heap: on this machine a second copy of
+``moomtl`` stepper is stepped both ways, the way chosen per step (``step_overhead_bench.TwoCalls`` for the
+two-call step), so the two share one model copy, one optimizer and one heap: on this machine a second copy of
 the *same* step can differ by a few percent (``docs/benchmarks_steps.md``, page faults), which is the size
 of the difference measured. Also in the process: the plain loss sum (``linear``, the target's reference)
 and, for ``mgda_ub``, the hand-written views loop of ``step_overhead_bench.py`` (two calls) and its fused
@@ -93,11 +93,9 @@ def main() -> None:
         for key in keys:
             name, fused = key
             s = steppers.get(name) or moomtl_steppers[name]
-            if fused is not None:
-                assert s.method is not None
-                s.method.fuses_representation = (lambda: True) if fused else (lambda: False)  # type: ignore[method-assign]
+            step = sob.TwoCalls(s).step if fused is False else s.step  # two calls: fusing off for that step
             t0 = time.process_time()
-            s.step()
+            step()
             times[key].append(time.process_time() - t0)
     lin = statistics.median(times[("linear", None)])
     print(f"T = {t}, batch {b}, {args.rounds} rounds, 1 thread; linear {1000 * lin:.2f} ms\n")
